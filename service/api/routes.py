@@ -1,0 +1,181 @@
+"""HTTP routes: each parses input, calls the engine off the event loop, and shapes the output."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from service.api.schemas import (
+    MAX_QUESTION_CHARS,
+    AskRequest,
+    AskResponse,
+    ChunkOffsets,
+    DocumentDetail,
+    DocumentList,
+    DocumentSummary,
+    ErrorResponse,
+    Health,
+    Mode,
+    PassageOut,
+    Ready,
+    SearchResponse,
+    clean_question,
+)
+from service.api.state import AppState, app_state, ready_engine
+from service.documents import Document
+from service.engine import Engine
+from service.retrieval import UnknownDocumentError
+
+router = APIRouter()
+EngineDep = Annotated[Engine, Depends(ready_engine)]
+StateDep = Annotated[AppState, Depends(app_state)]
+ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    415: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    503: {"model": ErrorResponse},
+}
+
+
+def _require_json(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(status_code=415, detail="send the body as application/json")
+
+
+@router.post(
+    "/api/ask",
+    response_model=AskResponse,
+    responses=ERRORS,
+    tags=["questions"],
+    dependencies=[Depends(_require_json)],
+)
+async def ask(body: AskRequest, engine: EngineDep) -> AskResponse | JSONResponse:
+    """Answer a question with sentences quoted from the corpus, each cited."""
+    try:
+        answer = await run_in_threadpool(
+            engine.ask, body.question, body.top_k, body.mode, body.document_ids
+        )
+    except UnknownDocumentError as exc:
+        return JSONResponse(
+            {
+                "error": "invalid request",
+                "details": [{"field": "document_ids", "message": str(exc)}],
+            },
+            status_code=422,
+        )
+    return AskResponse.from_answer(answer)
+
+
+@router.get("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["questions"])
+async def search(
+    engine: EngineDep,
+    q: Annotated[str, Query(max_length=MAX_QUESTION_CHARS, description="The query.")],
+    top_k: Annotated[int, Query(ge=1, le=20)] = 5,
+    mode: Mode = "hybrid",
+) -> SearchResponse | JSONResponse:
+    """Ranked passages with their citation fields."""
+    try:
+        query = clean_question(q)
+    except ValueError as exc:
+        return JSONResponse(
+            {"error": "invalid request", "details": [{"field": "q", "message": str(exc)}]},
+            status_code=422,
+        )
+    outcome = await run_in_threadpool(engine.search, query, top_k, mode)
+    return SearchResponse(
+        query=query,
+        mode=mode,
+        results=[PassageOut.from_hit(h) for h in outcome.hits],
+        timings_ms=outcome.timings_ms,
+    )
+
+
+def _summary(doc: Document, chunk_count: int) -> dict[str, object]:
+    return {
+        "id": doc.id,
+        "title": doc.title,
+        "source_title": doc.source_title,
+        "authors": list(doc.authors),
+        "year": doc.year,
+        "journal": doc.journal,
+        "doi": doc.doi,
+        "pmid": doc.pmid,
+        "pmcid": doc.pmcid,
+        "url": doc.url,
+        "pubmed_url": doc.pubmed_url,
+        "study_type": doc.study_type,
+        "chunk_count": chunk_count,
+    }
+
+
+@router.get("/api/documents", response_model=DocumentList, responses=ERRORS, tags=["documents"])
+async def list_documents(engine: EngineDep) -> DocumentList:
+    """Every document with its citation metadata and chunk count."""
+    data = engine.data
+    counts: dict[str, int] = {}
+    for chunk in data.chunks:
+        counts[chunk.document_id] = counts.get(chunk.document_id, 0) + 1
+    docs = sorted(data.documents.values(), key=lambda d: d.id)
+    return DocumentList(
+        documents=[DocumentSummary(**_summary(d, counts.get(d.id, 0))) for d in docs]  # type: ignore[arg-type]
+    )
+
+
+@router.get(
+    "/api/documents/{document_id}",
+    response_model=DocumentDetail,
+    responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    tags=["documents"],
+)
+async def get_document(document_id: str, engine: EngineDep) -> DocumentDetail:
+    """One document: metadata, full text, and the offsets of its chunks in that text."""
+    data = engine.data
+    doc = data.documents.get(document_id)
+    if doc is None:
+        raise HTTPException(status_code=404, detail=f"no document with id '{document_id}'")
+    chunks = [
+        ChunkOffsets(chunk_id=c.id, section=c.section, start=c.start, end=c.end)
+        for c in data.chunks
+        if c.document_id == document_id
+    ]
+    return DocumentDetail(
+        **_summary(doc, len(chunks)),  # type: ignore[arg-type]
+        text=doc.text,
+        reference=doc.reference,
+        chunks=chunks,
+    )
+
+
+@router.get("/healthz", response_model=Health, tags=["operations"])
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz", response_model=Ready, responses={503: {"model": ErrorResponse}}, tags=["operations"]
+)
+async def readyz(state: StateDep, request: Request) -> Ready:
+    """The index is loaded and questions can be answered."""
+    engine = ready_engine(request)
+    m = engine.data.manifest
+    return Ready(
+        status="ready",
+        documents=m.documents,
+        chunks=m.chunks,
+        model=m.model,
+        index_built_at=m.built_at,
+        index_type=m.index_type,
+    )
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index_page() -> HTMLResponse:
+    page = resources.files("service") / "static" / "index.html"
+    return HTMLResponse(page.read_text(encoding="utf-8"))

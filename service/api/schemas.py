@@ -1,0 +1,225 @@
+"""Request and response models of the HTTP API (they also define the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from service.answering import Answer, Citation
+from service.retrieval import Hit
+
+Mode = Literal["hybrid", "dense", "bm25"]
+MAX_QUESTION_CHARS = 2000
+
+
+def clean_question(value: str) -> str:
+    """Drop control and zero-width characters; refuse what is left empty."""
+    cleaned = "".join(
+        ch
+        for ch in value
+        if ch in "\n\t" or (ord(ch) >= 32 and ch not in "\u200b\u200c\u200d\u2060\ufeff\x7f")
+    ).strip()
+    if not cleaned:
+        raise ValueError("must contain some text (it is empty or only whitespace)")
+    return cleaned
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: Annotated[str, StringConstraints(max_length=MAX_QUESTION_CHARS)] = Field(
+        description="The question, in plain language."
+    )
+    top_k: int = Field(5, ge=1, le=20, description="Passages to retrieve.")
+    mode: Mode = Field("hybrid", description="Retrieval mode.")
+    document_ids: list[str] | None = Field(
+        None, max_length=100, description="Only search these documents."
+    )
+
+    @field_validator("question", mode="before")
+    @classmethod
+    def _strict_string(cls, value: object) -> object:
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
+
+    @field_validator("question")
+    @classmethod
+    def _clean(cls, value: str) -> str:
+        return clean_question(value)
+
+
+class CitationFields(BaseModel):
+    chunk_id: str
+    document_id: str
+    title: str
+    source_title: str | None
+    authors: list[str]
+    year: int | None
+    journal: str | None
+    doi: str | None
+    pmid: str | None
+    pmcid: str | None
+    url: str | None
+    pubmed_url: str | None
+    study_type: str | None
+    section: str
+    text: str
+    start: int = Field(description="Offset of the passage in its document's text.")
+    end: int
+
+    @classmethod
+    def fields_from_hit(cls, hit: Hit) -> dict[str, object]:
+        doc = hit.document
+        return {
+            "chunk_id": hit.chunk.id,
+            "document_id": doc.id,
+            "title": doc.title,
+            "source_title": doc.source_title,
+            "authors": list(doc.authors),
+            "year": doc.year,
+            "journal": doc.journal,
+            "doi": doc.doi,
+            "pmid": doc.pmid,
+            "pmcid": doc.pmcid,
+            "url": doc.url,
+            "pubmed_url": doc.pubmed_url,
+            "study_type": doc.study_type,
+            "section": hit.chunk.section,
+            "text": hit.chunk.text,
+            "start": hit.chunk.start,
+            "end": hit.chunk.end,
+        }
+
+
+class Highlight(BaseModel):
+    start: int
+    end: int
+
+
+class CitationOut(CitationFields):
+    marker: int
+    highlights: list[Highlight] = Field(
+        description="Character ranges within `text` of the sentences quoted in the answer."
+    )
+
+    @classmethod
+    def from_citation(cls, c: Citation) -> CitationOut:
+        return cls(
+            marker=c.marker,
+            highlights=[Highlight(start=s.start, end=s.end) for s in c.highlights],
+            **cls.fields_from_hit(c.hit),  # type: ignore[arg-type]
+        )
+
+
+class PassageOut(CitationFields):
+    rank: int
+    score: float
+
+    @classmethod
+    def from_hit(cls, hit: Hit) -> PassageOut:
+        return cls(rank=hit.rank, score=round(hit.score, 6), **cls.fields_from_hit(hit))  # type: ignore[arg-type]
+
+
+class AnswerSentenceOut(BaseModel):
+    text: str
+    marker: int
+
+
+class CoverageOut(BaseModel):
+    score: float
+    dense: float
+    sentence: float
+    lexical: float
+
+
+class AskResponse(BaseModel):
+    question: str
+    answer: str
+    sentences: list[AnswerSentenceOut]
+    citations: list[CitationOut]
+    passages: list[PassageOut]
+    abstained: bool
+    abstain_reason: str | None
+    coverage: CoverageOut
+    disclaimer: str
+    timings_ms: dict[str, float]
+
+    @classmethod
+    def from_answer(cls, answer: Answer) -> AskResponse:
+        return cls(
+            question=answer.question,
+            answer=answer.text,
+            sentences=[AnswerSentenceOut(text=s.text, marker=s.marker) for s in answer.sentences],
+            citations=[CitationOut.from_citation(c) for c in answer.citations],
+            passages=[PassageOut.from_hit(h) for h in answer.passages],
+            abstained=answer.abstained,
+            abstain_reason=answer.abstain_reason,
+            coverage=CoverageOut(**answer.coverage.__dict__),
+            disclaimer=answer.disclaimer,
+            timings_ms=answer.timings_ms,
+        )
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: Mode
+    results: list[PassageOut]
+    timings_ms: dict[str, float]
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    title: str
+    source_title: str | None
+    authors: list[str]
+    year: int | None
+    journal: str | None
+    doi: str | None
+    pmid: str | None
+    pmcid: str | None
+    url: str | None
+    pubmed_url: str | None
+    study_type: str | None
+    chunk_count: int
+
+
+class ChunkOffsets(BaseModel):
+    chunk_id: str
+    section: str
+    start: int
+    end: int
+
+
+class DocumentDetail(DocumentSummary):
+    text: str
+    reference: str | None
+    chunks: list[ChunkOffsets]
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    details: list[ErrorDetail] = []
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    documents: int
+    chunks: int
+    model: str
+    index_built_at: str
+    index_type: str

@@ -1,0 +1,620 @@
+"""Chunks -> a persisted index: FAISS vectors, BM25, chunk and document records, a manifest.
+
+Layout of ``index/``::
+
+    CURRENT                 name of the build being served (replaced atomically)
+    build-<time>-<id>/      one complete build
+        manifest.json       what built it: model, dimension, chunking, corpus hash, files
+        documents.jsonl     document records (citation metadata and full text)
+        chunks.jsonl        chunk records with offsets and sentence spans
+        vectors.faiss       chunk embeddings (exact inner product, or HNSW when large)
+        sentences.npy       sentence embeddings, for composing answers without re-encoding
+        bm25/               BM25 (bm25s) over the same chunks
+
+A build is written into a temporary folder and only then named in ``CURRENT``, so a crash or
+Ctrl-C mid-build leaves the previous index in service. Embeddings of unchanged chunk and
+sentence texts are copied from the previous build instead of being recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service import __version__
+from service.chunking import Chunk, chunk_document
+from service.config import Settings
+from service.documents import Document, LoadProblem, load_corpus
+from service.embedding import Embedder, Vectors
+from service.lexical import tokenize
+
+FORMAT_VERSION = 1
+POINTER = "CURRENT"
+MANIFEST = "manifest.json"
+DOCUMENTS = "documents.jsonl"
+CHUNKS = "chunks.jsonl"
+VECTORS = "vectors.faiss"
+SENTENCES = "sentences.npy"
+BM25_DIR = "bm25"
+VERIFY_CHECKSUM_BELOW = 256 * 1024 * 1024
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class IndexError(RuntimeError):
+    """Base for index problems; messages are one line and say how to fix it."""
+
+
+class IndexMissingError(IndexError):
+    pass
+
+
+class IndexCorruptError(IndexError):
+    pass
+
+
+class IndexMismatchError(IndexError):
+    pass
+
+
+class CorpusEmptyError(IndexError):
+    pass
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    max_tokens: int
+    overlap_sentences: int
+    embed_context: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChunkingSettings:
+        return cls(
+            settings.chunk_max_tokens, settings.chunk_overlap_sentences, settings.embed_context
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    package_version: str
+    model: str
+    dimension: int
+    chunking: ChunkingSettings
+    corpus_hash: str
+    documents: int
+    chunks: int
+    sentences: int
+    index_type: str
+    built_at: str
+    build_seconds: float
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        data = dict(data)
+        data["chunking"] = ChunkingSettings(**data["chunking"])
+        return cls(**data)
+
+
+@dataclass
+class IndexData:
+    """Everything retrieval and answering need, loaded in memory."""
+
+    path: Path
+    manifest: Manifest
+    documents: dict[str, Document]
+    chunks: list[Chunk]
+    vectors: Any  # faiss.Index
+    sentence_vectors: Vectors
+    sentence_offsets: np.ndarray[Any, np.dtype[np.int64]]  # chunk i -> rows [o[i], o[i+1])
+    bm25: Any  # bm25s.BM25
+
+    def chunk_sentence_vectors(self, chunk_index: int) -> Vectors:
+        lo, hi = (
+            int(self.sentence_offsets[chunk_index]),
+            int(self.sentence_offsets[chunk_index + 1]),
+        )
+        return self.sentence_vectors[lo:hi]
+
+
+@dataclass
+class BuildReport:
+    manifest: Manifest
+    path: Path
+    problems: list[LoadProblem]
+    embedded: int
+    reused: int
+    seconds: float
+    rebuilt: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashes and staleness
+
+
+def corpus_hash(documents: Iterable[Document]) -> str:
+    digest = hashlib.sha256()
+    for doc in sorted(documents, key=lambda d: d.id):
+        digest.update(f"{doc.id}\x1f{doc.content_hash}\x1e".encode())
+    return digest.hexdigest()
+
+
+def _text_key(model: str, text: str) -> str:
+    return hashlib.sha256(f"{model}\x1f{text}".encode()).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stale_reasons(
+    manifest: Manifest, settings: Settings, embedder: Embedder, corpus: str
+) -> list[str]:
+    """Why an index no longer matches the corpus and settings (empty list: up to date)."""
+    reasons = []
+    if manifest.format_version != FORMAT_VERSION:
+        reasons.append(f"index format {manifest.format_version} (expected {FORMAT_VERSION})")
+    if manifest.model != embedder.name:
+        reasons.append(f"model changed ({manifest.model} -> {embedder.name})")
+    if manifest.chunking != ChunkingSettings.from_settings(settings):
+        reasons.append("chunking settings changed")
+    if manifest.corpus_hash != corpus:
+        reasons.append("corpus changed")
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def _faiss_index(vectors: Vectors, settings: Settings) -> tuple[Any, str]:
+    import faiss
+
+    dim = vectors.shape[1]
+    index: Any
+    if len(vectors) >= settings.ann_threshold:
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = settings.hnsw_ef_construction
+        index.hnsw.efSearch = settings.hnsw_ef_search
+        kind = "hnsw"
+    else:
+        index = faiss.IndexFlatIP(dim)
+        kind = "flat"
+    if len(vectors):
+        index.add(vectors)
+    return index, kind
+
+
+def _previous_vectors(index_dir: Path) -> dict[str, np.ndarray[Any, Any]]:
+    """text-key -> vector from the build being served, to avoid re-embedding unchanged text."""
+    try:
+        data = load_index(index_dir, verify=False)
+    except IndexError:
+        return {}
+    cache: dict[str, np.ndarray[Any, Any]] = {}
+    model = data.manifest.model
+    context = data.manifest.chunking.embed_context
+    chunk_vectors = data.vectors.reconstruct_n(0, data.vectors.ntotal)
+    for i, chunk in enumerate(data.chunks):
+        title = data.documents[chunk.document_id].title
+        cache[_text_key(model, chunk.embedding_text(title, context))] = chunk_vectors[i]
+        text = data.documents[chunk.document_id].text
+        rows = data.chunk_sentence_vectors(i)
+        for sentence, row in zip(chunk.sentence_texts(text), rows, strict=True):
+            cache[_text_key(model, sentence)] = row
+    return cache
+
+
+def _embed_with_cache(
+    texts: Sequence[str],
+    embedder: Embedder,
+    cache: dict[str, np.ndarray[Any, Any]],
+    settings: Settings,
+    stage: str,
+    progress: ProgressFn | None,
+) -> tuple[Vectors, int]:
+    keys = [_text_key(embedder.name, t) for t in texts]
+    missing = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
+    if missing:
+
+        def report(done: int, total: int) -> None:
+            if progress:
+                progress(stage, done, total)
+
+        fresh = embedder.embed(
+            [texts[i] for i in missing], batch_size=settings.embed_batch_size, progress=report
+        )
+        for i, vec in zip(missing, fresh, strict=True):
+            cache[keys[i]] = vec
+    elif progress:
+        progress(stage, len(texts), len(texts))
+    out = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
+    for i, key in enumerate(keys):
+        out[i] = cache[key]
+    return out, len(missing)
+
+
+def chunk_corpus(
+    documents: Sequence[Document], settings: Settings, embedder: Embedder
+) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    for doc in documents:
+        chunks.extend(
+            chunk_document(
+                doc,
+                max_tokens=settings.chunk_max_tokens,
+                overlap_sentences=settings.chunk_overlap_sentences,
+                count_tokens=embedder.count_tokens,
+                with_context=settings.embed_context,
+            )
+        )
+    return chunks
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def build_index(
+    settings: Settings,
+    embedder: Embedder,
+    *,
+    documents: Sequence[Document] | None = None,
+    problems: Sequence[LoadProblem] = (),
+    progress: ProgressFn | None = None,
+) -> BuildReport:
+    """Build a new index from the corpus and make it current, atomically."""
+    import bm25s
+    import faiss
+
+    started = time.perf_counter()
+    if documents is None:
+        loaded = load_corpus(settings.corpus_dir)
+        documents, problems = loaded.documents, loaded.problems
+    if not documents:
+        raise CorpusEmptyError(
+            f"no usable documents in {settings.corpus_dir}/; add .md, .txt or .html files"
+        )
+    index_dir = settings.index_dir
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        probe = index_dir / f".write-test-{uuid.uuid4().hex}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise IndexError(
+            f"cannot write to {index_dir}/ ({exc.strerror or exc}); "
+            "fix its permissions or set QA_INDEX_DIR to a writable folder"
+        ) from None
+    _remove_leftovers(index_dir)
+
+    cache = _previous_vectors(index_dir)
+    if progress:
+        progress("chunking", 0, len(documents))
+    chunks = chunk_corpus(documents, settings, embedder)
+    if progress:
+        progress("chunking", len(documents), len(documents))
+    titles = {d.id: d.title for d in documents}
+    texts = {d.id: d.text for d in documents}
+    chunk_inputs = [c.embedding_text(titles[c.document_id], settings.embed_context) for c in chunks]
+    chunk_vectors, embedded_chunks = _embed_with_cache(
+        chunk_inputs, embedder, cache, settings, "embedding chunks", progress
+    )
+    sentence_texts = [s for c in chunks for s in c.sentence_texts(texts[c.document_id])]
+    offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(c.sentences) for c in chunks])
+    sentence_vectors, embedded_sentences = _embed_with_cache(
+        sentence_texts, embedder, cache, settings, "embedding sentences", progress
+    )
+    if progress:
+        progress("indexing", 0, 1)
+    faiss_index, kind = _faiss_index(chunk_vectors, settings)
+    bm25 = bm25s.BM25()
+    corpus_tokens = [tokenize(text) or ["\u2205"] for text in chunk_inputs]
+    bm25.index(corpus_tokens, show_progress=False)
+
+    tmp = index_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _write_text(tmp / DOCUMENTS, "".join(_document_line(d) for d in documents))
+        _write_text(tmp / CHUNKS, "".join(c.to_json() + "\n" for c in chunks))
+        faiss.write_index(faiss_index, str(tmp / VECTORS))
+        np.save(tmp / SENTENCES, sentence_vectors)
+        np.save(tmp / "sentence_offsets.npy", offsets)
+        bm25.save(str(tmp / BM25_DIR), show_progress=False)
+        files = {}
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            files[path.relative_to(tmp).as_posix()] = {
+                "bytes": path.stat().st_size,
+                "sha256": _sha256_file(path),
+            }
+        elapsed = time.perf_counter() - started
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            package_version=__version__,
+            model=embedder.name,
+            dimension=embedder.dimension,
+            chunking=ChunkingSettings.from_settings(settings),
+            corpus_hash=corpus_hash(documents),
+            documents=len(documents),
+            chunks=len(chunks),
+            sentences=len(sentence_texts),
+            index_type=kind,
+            built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            build_seconds=round(elapsed, 3),
+            files=files,
+        )
+        _write_text(tmp / MANIFEST, manifest.to_json())
+        _fsync_dir(tmp)
+        name = f"build-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        final = index_dir / name
+        os.replace(tmp, final)
+        _set_current(index_dir, name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove_old_builds(index_dir, keep=name)
+    if progress:
+        progress("indexing", 1, 1)
+    return BuildReport(
+        manifest=manifest,
+        path=final,
+        problems=list(problems),
+        embedded=embedded_chunks + embedded_sentences,
+        reused=len(chunks) + len(sentence_texts) - embedded_chunks - embedded_sentences,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _document_line(doc: Document) -> str:
+    record = asdict(doc)
+    record["authors"] = list(doc.authors)
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _set_current(index_dir: Path, name: str) -> None:
+    tmp = index_dir / f".{POINTER}.{uuid.uuid4().hex[:8]}"
+    _write_text(tmp, name + "\n")
+    os.replace(tmp, index_dir / POINTER)
+    _fsync_dir(index_dir)
+
+
+def _remove_leftovers(index_dir: Path) -> None:
+    """Temporary folders of builds that never finished (crash, kill, Ctrl-C)."""
+    for path in index_dir.glob(".tmp-*"):
+        pid = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue  # another process is building right now
+        shutil.rmtree(path, ignore_errors=True)
+    for path in index_dir.glob(f".{POINTER}.*"):
+        path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_old_builds(index_dir: Path, keep: str) -> None:
+    """Keep the new build and the one before it (a reader may still have it open)."""
+    builds = sorted(p for p in index_dir.glob("build-*") if p.is_dir() and p.name != keep)
+    for old in builds[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def current_build(index_dir: Path) -> Path:
+    pointer = index_dir / POINTER
+    if not pointer.exists():
+        raise IndexMissingError(
+            f"no index in {index_dir}/; build it with `python -m service ingest`"
+        )
+    name = pointer.read_text(encoding="utf-8").strip()
+    path = index_dir / name
+    if not name or "/" in name or not path.is_dir():
+        raise IndexCorruptError(
+            f"{pointer} names a missing build '{name}'; rebuild with `python -m service ingest`"
+        )
+    return path
+
+
+def read_manifest(index_dir: Path) -> Manifest:
+    path = current_build(index_dir) / MANIFEST
+    try:
+        return Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise IndexCorruptError(
+            f"{path} is missing; rebuild with `python -m service ingest`"
+        ) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IndexCorruptError(
+            f"{path} is not a valid manifest ({type(exc).__name__}); "
+            "rebuild with `python -m service ingest`"
+        ) from None
+
+
+def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
+    """Load the current build, refusing anything truncated, corrupt or inconsistent."""
+    import bm25s
+    import faiss
+
+    build = current_build(index_dir)
+    manifest = read_manifest(index_dir)
+    fix = "rebuild with `python -m service ingest`"
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexMismatchError(
+            f"{build / MANIFEST} has index format {manifest.format_version}, this version reads "
+            f"{FORMAT_VERSION}; {fix}"
+        )
+    for name, info in manifest.files.items():
+        path = build / name
+        if not path.is_file():
+            raise IndexCorruptError(f"{path} is missing; {fix}")
+        size = path.stat().st_size
+        if size != info.get("bytes"):
+            raise IndexCorruptError(
+                f"{path} has {size} bytes, the manifest says {info.get('bytes')} "
+                f"(truncated or modified); {fix}"
+            )
+        if verify and size < VERIFY_CHECKSUM_BELOW and _sha256_file(path) != info.get("sha256"):
+            raise IndexCorruptError(f"{path} does not match its checksum (corrupt); {fix}")
+    try:
+        documents = {}
+        for line in (build / DOCUMENTS).read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            record["authors"] = tuple(record.get("authors") or ())
+            doc = Document(**record)
+            documents[doc.id] = doc
+        chunks = [
+            Chunk.from_json(line)
+            for line in (build / CHUNKS).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise IndexCorruptError(f"{build} has unreadable records ({exc}); {fix}") from None
+    try:
+        vectors = faiss.read_index(str(build / VECTORS))
+    except RuntimeError:
+        raise IndexCorruptError(f"{build / VECTORS} cannot be read by FAISS; {fix}") from None
+    try:
+        sentence_vectors = np.load(build / SENTENCES, allow_pickle=False)
+        offsets = np.load(build / "sentence_offsets.npy", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise IndexCorruptError(f"{build / SENTENCES} cannot be read ({exc}); {fix}") from None
+    try:
+        bm25 = bm25s.BM25.load(str(build / BM25_DIR), show_progress=False)
+    except Exception as exc:  # bm25s raises a variety of errors on damaged files
+        raise IndexCorruptError(f"{build / BM25_DIR} cannot be read ({exc}); {fix}") from None
+
+    problems = []
+    if vectors.d != manifest.dimension:
+        problems.append(f"{VECTORS} has dimension {vectors.d}, manifest {manifest.dimension}")
+    if vectors.ntotal != len(chunks) or len(chunks) != manifest.chunks:
+        problems.append(
+            f"{VECTORS} holds {vectors.ntotal} vectors, {CHUNKS} {len(chunks)} chunks, "
+            f"manifest {manifest.chunks}"
+        )
+    if len(documents) != manifest.documents:
+        problems.append(
+            f"{DOCUMENTS} holds {len(documents)} documents, manifest {manifest.documents}"
+        )
+    if sentence_vectors.ndim != 2 or sentence_vectors.shape[0] != manifest.sentences:
+        problems.append(
+            f"{SENTENCES} has shape {sentence_vectors.shape}, manifest {manifest.sentences} rows"
+        )
+    elif sentence_vectors.shape[1] != manifest.dimension:
+        problems.append(f"{SENTENCES} has dimension {sentence_vectors.shape[1]}")
+    if len(offsets) != len(chunks) + 1 or (len(offsets) and int(offsets[-1]) != manifest.sentences):
+        problems.append("sentence offsets do not match the chunks")
+    if any(c.document_id not in documents for c in chunks):
+        problems.append(f"{CHUNKS} names documents missing from {DOCUMENTS}")
+    if problems:
+        raise IndexCorruptError(f"{build}: {'; '.join(problems)}; {fix}")
+    if isinstance(vectors, faiss.IndexHNSW):
+        vectors.hnsw.efSearch = max(vectors.hnsw.efSearch, 16)
+    return IndexData(
+        path=build,
+        manifest=manifest,
+        documents=documents,
+        chunks=chunks,
+        vectors=vectors,
+        sentence_vectors=np.ascontiguousarray(sentence_vectors, dtype=np.float32),
+        sentence_offsets=offsets.astype(np.int64),
+        bm25=bm25,
+    )
+
+
+@dataclass
+class EnsureResult:
+    data: IndexData
+    build: BuildReport | None
+    reason: str | None
+
+
+def ensure_index(
+    settings: Settings,
+    embedder: Embedder,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> EnsureResult:
+    """Load the index, (re)building it first when it is missing, stale, corrupt or mismatched.
+
+    Raises IndexError when the index cannot be used and there is no corpus to rebuild from.
+    """
+    loaded = load_corpus(settings.corpus_dir) if settings.corpus_dir.is_dir() else None
+    reason: str | None = "rebuild requested" if force else None
+    data: IndexData | None = None
+    if not force:
+        try:
+            data = load_index(settings.index_dir)
+            if data.manifest.dimension != embedder.dimension:
+                raise IndexMismatchError(
+                    f"{data.path / MANIFEST} has dimension {data.manifest.dimension}, the model "
+                    f"gives {embedder.dimension}; rebuild with `python -m service ingest`"
+                )
+            if loaded is not None:
+                reasons = stale_reasons(
+                    data.manifest, settings, embedder, corpus_hash(loaded.documents)
+                )
+                if reasons:
+                    reason = "index is stale: " + ", ".join(reasons)
+                    data = None
+            elif data.manifest.model != embedder.name:
+                raise IndexMismatchError(
+                    f"{data.path / MANIFEST} was built with model '{data.manifest.model}', "
+                    f"QA_MODEL is '{embedder.name}'; set QA_MODEL to match or rebuild"
+                )
+        except IndexError as exc:
+            if loaded is None:
+                raise
+            reason = str(exc).split(";")[0]
+            data = None
+    if data is not None:
+        return EnsureResult(data, None, None)
+    if loaded is None:
+        raise IndexMissingError(f"no corpus folder {settings.corpus_dir}/ to build the index from")
+    report = build_index(
+        settings, embedder, documents=loaded.documents, problems=loaded.problems, progress=progress
+    )
+    return EnsureResult(load_index(settings.index_dir), report, reason)

@@ -1,0 +1,246 @@
+"""Question -> ranked :class:`Hit` records: dense (FAISS), BM25, or both fused (hybrid).
+
+Hybrid ranking is reciprocal rank fusion (RRF): each chunk scores ``sum(1 / (k + rank))`` over
+the dense and BM25 rankings, so neither score scale dominates.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from service.chunking import Chunk
+from service.config import RetrievalMode, Settings
+from service.documents import Document
+from service.embedding import Embedder, Vectors
+from service.index_store import IndexData
+from service.lexical import tokenize
+
+MODES: tuple[str, ...] = get_args(RetrievalMode)
+
+
+class UnknownDocumentError(ValueError):
+    def __init__(self, unknown: Sequence[str]) -> None:
+        super().__init__(f"unknown document id(s): {', '.join(sorted(unknown))}")
+        self.unknown = list(unknown)
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    chunk: Chunk
+    document: Document
+    chunk_index: int
+    dense_score: float | None = None
+    bm25_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Evidence about how well the corpus covers a question (used to decide abstention)."""
+
+    dense_top: float
+    bm25_top: float
+    query_terms: int
+    known_terms: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    mode: str
+    hits: list[Hit]
+    query_vector: Vectors
+    signals: Signals
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Vectors | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: Vectors) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+class Retriever:
+    """Search one loaded index. Thread-safe for concurrent searches."""
+
+    def __init__(self, data: IndexData, embedder: Embedder, settings: Settings) -> None:
+        self.data = data
+        self.embedder = embedder
+        self.settings = settings
+        grouped: dict[str, list[int]] = {}
+        for i, chunk in enumerate(data.chunks):
+            grouped.setdefault(chunk.document_id, []).append(i)
+        self._doc_rows: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
+            k: np.asarray(v, dtype=np.int64) for k, v in grouped.items()
+        }
+        self._query_cache = _LRU(1024)
+        vocab: dict[str, int] = dict(getattr(data.bm25, "vocab_dict", {}) or {})
+        self._vocab = set(vocab)
+        # Inverse document frequency per BM25 term, from the index's own term-chunk matrix.
+        indptr = np.asarray(data.bm25.scores["indptr"])
+        df = np.diff(indptr)
+        n = max(1, len(data.chunks))
+        self.idf = {
+            term: float(np.log(1.0 + (n - df[i] + 0.5) / (df[i] + 0.5)))
+            for term, i in vocab.items()
+            if i < len(df)
+        }
+        self.max_idf = float(np.log(1.0 + (n + 0.5) / 0.5))
+
+    @property
+    def documents(self) -> dict[str, Document]:
+        return self.data.documents
+
+    def term_weight(self, term: str) -> float:
+        """IDF of a stemmed term; unknown terms weigh as much as the rarest."""
+        return self.idf.get(term, self.max_idf)
+
+    def embed_query(self, query: str) -> Vectors:
+        cached = self._query_cache.get(query)
+        if cached is not None:
+            return cached
+        vector: Vectors = self.embedder.embed([query])[0]
+        self._query_cache.put(query, vector)
+        return vector
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        mode: RetrievalMode | str = "hybrid",
+        document_ids: Collection[str] | None = None,
+    ) -> list[Hit]:
+        return self.run(query, k, mode, document_ids).hits
+
+    def run(
+        self,
+        query: str,
+        k: int = 5,
+        mode: RetrievalMode | str = "hybrid",
+        document_ids: Collection[str] | None = None,
+        query_vector: Vectors | None = None,
+    ) -> SearchResult:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        allowed = self._allowed_rows(document_ids)
+        total = len(self.data.chunks) if allowed is None else len(allowed)
+        depth = min(total, max(50, 4 * k))
+        vector = query_vector if query_vector is not None else self.embed_query(query)
+        tokens = tokenize(query)
+        dense = self._dense(vector, depth, allowed) if depth else []
+        lexical = self._bm25(tokens, depth, allowed) if depth else []
+        dense_scores = dict(dense)
+        bm25_scores = dict(lexical)
+        if mode == "dense":
+            ranked = dense
+        elif mode == "bm25":
+            ranked = [(i, s) for i, s in lexical if s > 0]
+        else:
+            ranked = self._fuse([dense, [(i, s) for i, s in lexical if s > 0]])
+        hits = []
+        for rank, (row, score) in enumerate(ranked[:k], start=1):
+            chunk = self.data.chunks[row]
+            hits.append(
+                Hit(
+                    rank=rank,
+                    score=float(score),
+                    chunk=chunk,
+                    document=self.data.documents[chunk.document_id],
+                    chunk_index=row,
+                    dense_score=dense_scores.get(row),
+                    bm25_score=bm25_scores.get(row),
+                )
+            )
+        signals = Signals(
+            dense_top=float(dense[0][1]) if dense else 0.0,
+            bm25_top=float(lexical[0][1]) if lexical else 0.0,
+            query_terms=len(set(tokens)),
+            known_terms=len(set(tokens) & self._vocab),
+        )
+        return SearchResult(query, mode, hits, vector, signals)
+
+    def _allowed_rows(
+        self, document_ids: Collection[str] | None
+    ) -> np.ndarray[Any, np.dtype[np.int64]] | None:
+        if document_ids is None:
+            return None
+        unknown = [d for d in document_ids if d not in self.data.documents]
+        if unknown:
+            raise UnknownDocumentError(unknown)
+        rows = [self._doc_rows.get(d, np.zeros(0, dtype=np.int64)) for d in set(document_ids)]
+        return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+
+    def _dense(
+        self, vector: Vectors, n: int, allowed: np.ndarray[Any, np.dtype[np.int64]] | None
+    ) -> list[tuple[int, float]]:
+        import faiss
+
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if allowed is None:
+            scores, ids = self.data.vectors.search(query, n)
+        else:
+            selector = faiss.IDSelectorBatch(allowed)
+            params: Any
+            if isinstance(self.data.vectors, faiss.IndexHNSW):
+                params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+                params.efSearch = self.data.vectors.hnsw.efSearch
+            else:
+                params = faiss.SearchParameters()
+            params.sel = selector
+            scores, ids = self.data.vectors.search(query, n, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def _bm25(
+        self, tokens: list[str], n: int, allowed: np.ndarray[Any, np.dtype[np.int64]] | None
+    ) -> list[tuple[int, float]]:
+        known = [t for t in tokens if t in self._vocab]
+        if not known:
+            return []
+        scores = np.asarray(self.data.bm25.get_scores(known), dtype=np.float32)
+        if allowed is not None:
+            mask = np.full(scores.shape, -np.inf, dtype=np.float32)
+            mask[allowed] = scores[allowed]
+            scores = mask
+        n = min(n, int(np.isfinite(scores).sum()))
+        if n <= 0:
+            return []
+        top = np.argpartition(-scores, n - 1)[:n]
+        top = top[np.lexsort((top, -scores[top]))]
+        return [(int(i), float(scores[i])) for i in top]
+
+    def _fuse(self, rankings: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int, float]]:
+        fused: dict[int, float] = {}
+        for ranking in rankings:
+            for rank, (row, _score) in enumerate(ranking, start=1):
+                fused[row] = fused.get(row, 0.0) + 1.0 / (self.settings.rrf_k + rank)
+        return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def mode_names() -> tuple[str, ...]:
+    return MODES
+
+
+Mode = Literal["hybrid", "dense", "bm25"]

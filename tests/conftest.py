@@ -1,0 +1,56 @@
+"""Shared fixtures.
+
+Most tests use the deterministic hashing embedder (``QA_MODEL=hash``) on small corpora in a
+temporary folder. Tests marked ``model`` use the real bundled all-MiniLM-L6-v2 on the real
+corpus; its index is built once per test session.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "corpus"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SEED_PAGE = FIXTURES / "seed_page.txt"
+
+
+def make_settings(tmp: Path, corpus: Path | None = None, **overrides: object) -> Settings:
+    corpus_dir = tmp / "corpus"
+    if corpus is not None and not corpus_dir.exists():
+        shutil.copytree(corpus, corpus_dir)
+    corpus_dir.mkdir(exist_ok=True)
+    values: dict[str, object] = {
+        "corpus_dir": corpus_dir,
+        "index_dir": tmp / "index",
+        "model": "hash",
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def hash_settings(tmp_path: Path) -> Settings:
+    """Settings for the real corpus (copied) with the hashing embedder."""
+    return make_settings(tmp_path, CORPUS)
+
+
+@pytest.fixture(scope="session")
+def real_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Real corpus, real bundled model, an index built once for the session."""
+    tmp = tmp_path_factory.mktemp("real")
+    return make_settings(tmp, CORPUS, model="bundled")
+
+
+@pytest.fixture(scope="session")
+def real_engine(real_settings: Settings) -> Iterator[object]:
+    from service.engine import Engine
+
+    engine, _ = Engine.start(real_settings)
+    yield engine
