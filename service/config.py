@@ -104,6 +104,20 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(2000, ge=10, description="Longest accepted question.")
     max_body_bytes: int = Field(65_536, ge=1024, description="Largest accepted request body.")
 
+    # -- OpenAI-compatible endpoint -----------------------------------------------------------
+    openai_model_id: str = Field(
+        "msc-evidence-qa",
+        min_length=1,
+        max_length=200,
+        description="Model id listed by GET /v1/models and accepted by /v1/chat/completions.",
+    )
+    openai_api_key: str | None = Field(
+        None,
+        description=(
+            "Bearer token required on /v1/* when set; unset means no check (local use)."
+        ),
+    )
+
     @field_validator("model")
     @classmethod
     def _model_not_blank(cls, value: str) -> str:
