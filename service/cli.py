@@ -260,7 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+def _register_eval(sub: Any) -> None:
+    from service.evaluation.command import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_eval]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,112 @@
+"""The labelled question set, and relevance derived from it.
+
+``eval/questions.jsonl`` holds one question per line: ``id``, ``question``, ``kind``
+(``in_scope``, ``unrelated``, ``near_domain``), ``style``, ``relevant_docs`` and ``answers``
+(short strings that appear verbatim in a relevant passage). A chunk is relevant to a question
+when it belongs to a relevant document and contains one of the answer strings, so the labels
+survive re-chunking. :func:`export_beir` writes the set in the BEIR layout (queries, corpus,
+qrels) for standard IR tools.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.chunking import Chunk
+
+KINDS = ("in_scope", "unrelated", "near_domain")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    kind: str
+    style: str | None
+    relevant_docs: tuple[str, ...]
+    answers: tuple[str, ...]
+
+    @property
+    def in_scope(self) -> bool:
+        return self.kind == "in_scope"
+
+
+def load_questions(path: Path) -> list[Question]:
+    questions = []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            q = Question(
+                id=str(r["id"]),
+                question=str(r["question"]),
+                kind=str(r["kind"]),
+                style=r.get("style"),
+                relevant_docs=tuple(r.get("relevant_docs") or ()),
+                answers=tuple(r.get("answers") or ()),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{n}: not a question record ({exc})") from None
+        if q.kind not in KINDS:
+            raise ValueError(f"{path}:{n}: kind must be one of {', '.join(KINDS)}")
+        if q.in_scope and (not q.relevant_docs or not q.answers):
+            raise ValueError(f"{path}:{n}: in-scope question needs relevant_docs and answers")
+        if q.id in seen:
+            raise ValueError(f"{path}:{n}: duplicate id {q.id}")
+        seen.add(q.id)
+        questions.append(q)
+    return questions
+
+
+def normalize(text: str) -> str:
+    """Compare answer strings ignoring case and runs of whitespace."""
+    return " ".join(text.casefold().split())
+
+
+def contains_answer(text: str, answers: Iterable[str]) -> bool:
+    haystack = normalize(text)
+    return any(normalize(a) in haystack for a in answers)
+
+
+def passage_qrels(questions: Sequence[Question], chunks: Sequence[Chunk]) -> dict[str, dict[str, int]]:
+    """question id -> {chunk id: 1} for chunks that hold an answer in a relevant document."""
+    qrels: dict[str, dict[str, int]] = {}
+    for q in questions:
+        if not q.in_scope:
+            continue
+        relevant = {
+            c.id: 1
+            for c in chunks
+            if c.document_id in q.relevant_docs and contains_answer(c.text, q.answers)
+        }
+        qrels[q.id] = relevant
+    return qrels
+
+
+def document_qrels(questions: Sequence[Question]) -> dict[str, dict[str, int]]:
+    return {q.id: {d: 1 for d in q.relevant_docs} for q in questions if q.in_scope}
+
+
+def export_beir(
+    questions: Sequence[Question], chunks: Sequence[Chunk], titles: dict[str, str], out: Path
+) -> None:
+    """Write ``queries.jsonl``, ``corpus.jsonl`` and ``qrels/test.tsv`` (BEIR layout)."""
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with (out / "queries.jsonl").open("w", encoding="utf-8") as fh:
+        for q in questions:
+            if q.in_scope:
+                fh.write(json.dumps({"_id": q.id, "text": q.question}, ensure_ascii=False) + "\n")
+    with (out / "corpus.jsonl").open("w", encoding="utf-8") as fh:
+        for c in chunks:
+            record = {"_id": c.id, "title": titles.get(c.document_id, ""), "text": c.text}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    with (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid, rels in passage_qrels(questions, chunks).items():
+            for cid, rel in sorted(rels.items()):
+                fh.write(f"{qid}\t{cid}\t{rel}\n")
