@@ -1,0 +1,937 @@
+/* MSC evidence QA: chat page.
+ *
+ * Plain script, no build step, no dependencies. Every piece of text that comes from the
+ * corpus, the server or the user is inserted with textContent / text nodes, never as HTML.
+ */
+(() => {
+  "use strict";
+
+  const EXAMPLES = [
+    { topic: "Back pain", question: "Do MSC injections reduce disc-related low back pain?" },
+    { topic: "Back pain", question: "What was the reoperation rate after MSC disc injection?" },
+    { topic: "Aging", question: "Can mesenchymal stem cells slow aging?" },
+    {
+      topic: "Pulmonary fibrosis",
+      question: "How could MSC-derived extracellular vesicles help pulmonary fibrosis?",
+    },
+    {
+      topic: "Alzheimer's disease",
+      question: "Could mesenchymal stem cells help treat Alzheimer's disease?",
+    },
+    {
+      topic: "Regenerative medicine",
+      question: "What are MSCs used for in regenerative medicine?",
+    },
+  ];
+  const REQUEST_TIMEOUT_MS = 90000;
+  const MAX_QUESTION_CHARS = 2000;
+  const reduceMotion = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  /** Create an element. attrs: class, text, on<event> (functions), other attributes. */
+  function h(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    if (attrs) {
+      for (const [key, value] of Object.entries(attrs)) {
+        if (value === null || value === undefined || value === false) continue;
+        if (key === "class") node.className = value;
+        else if (key === "text") node.textContent = String(value);
+        else if (key.startsWith("on") && typeof value === "function") {
+          node.addEventListener(key.slice(2), value);
+        } else if (key.startsWith("on")) {
+          throw new Error("event handlers must be functions");
+        } else node.setAttribute(key, value === true ? "" : String(value));
+      }
+    }
+    appendAll(node, children);
+    return node;
+  }
+
+  function appendAll(node, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  /** Only http(s) URLs become links. */
+  function safeUrl(value) {
+    if (typeof value !== "string") return null;
+    try {
+      const url = new URL(value);
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function externalLink(href, label, className) {
+    const url = safeUrl(href);
+    if (!url) return null;
+    return h(
+      "a",
+      { class: className || "ext-link", href: url, target: "_blank", rel: "noopener" },
+      label,
+      h("span", { class: "visually-hidden", text: " (opens in a new tab)" }),
+    );
+  }
+
+  function capitalise(text) {
+    return text ? text.charAt(0).toUpperCase() + text.slice(1) : text;
+  }
+
+  function scrollIntoViewSoft(node, block) {
+    node.scrollIntoView({ behavior: reduceMotion ? "auto" : "smooth", block: block || "nearest" });
+  }
+
+  /**
+   * Text with some ranges wrapped in <mark>. `ranges` are {start, end, cls} in the same
+   * coordinates as `offset` (the position of `text` in a larger string, 0 by default).
+   * Overlapping ranges produce one <mark> per segment carrying every class that covers it.
+   */
+  function highlighted(text, ranges, offset) {
+    const base = offset || 0;
+    const end = base + text.length;
+    const cuts = new Set([base, end]);
+    const useful = ranges.filter((r) => r.end > base && r.start < end && r.end > r.start);
+    for (const r of useful) {
+      if (r.start > base) cuts.add(r.start);
+      if (r.end < end) cuts.add(r.end);
+    }
+    const points = [...cuts].sort((a, b) => a - b);
+    const frag = document.createDocumentFragment();
+    for (let i = 0; i < points.length - 1; i += 1) {
+      const a = points[i];
+      const b = points[i + 1];
+      const piece = text.slice(a - base, b - base);
+      if (!piece) continue;
+      const classes = useful.filter((r) => r.start <= a && r.end >= b).map((r) => r.cls);
+      if (classes.length) {
+        frag.append(h("mark", { class: [...new Set(classes)].join(" ") }, piece));
+      } else {
+        frag.append(document.createTextNode(piece));
+      }
+    }
+    return frag;
+  }
+
+  // ---------------------------------------------------------------- metadata rendering
+
+  function studyBadge(studyType) {
+    if (!studyType) return null;
+    return h(
+      "span",
+      { class: "badge" },
+      h("span", { class: "visually-hidden", text: "Study type: " }),
+      capitalise(studyType),
+    );
+  }
+
+  function metaLine(item) {
+    const bits = [];
+    if (item.journal) bits.push(h("span", { class: "journal" }, item.journal));
+    if (item.year) bits.push(h("span", { class: "year" }, String(item.year)));
+    if (!bits.length) return null;
+    const line = h("span", { class: "meta-line" });
+    bits.forEach((bit, i) => {
+      if (i) line.append(h("span", { class: "sep", "aria-hidden": "true", text: " · " }));
+      line.append(bit);
+    });
+    return line;
+  }
+
+  function authorsLine(authors, className) {
+    if (!Array.isArray(authors) || !authors.length) return null;
+    return h(
+      "p",
+      { class: className || "authors" },
+      h("span", { class: "visually-hidden", text: "Authors: " }),
+      authors.join(", "),
+    );
+  }
+
+  function sourceLinks(item) {
+    const links = [];
+    const doi = externalLink(item.url, item.doi ? `DOI ${item.doi}` : "Article", "ext-link");
+    if (doi) links.push(doi);
+    const pubmed = externalLink(
+      item.pubmed_url,
+      item.pmid ? `PubMed ${item.pmid}` : "PubMed",
+      "ext-link",
+    );
+    if (pubmed) links.push(pubmed);
+    return links;
+  }
+
+  // ---------------------------------------------------------------- elements
+
+  const els = {
+    chatView: document.getElementById("chat-view"),
+    docsView: document.getElementById("docs-view"),
+    welcome: document.getElementById("welcome"),
+    examples: document.getElementById("examples"),
+    conversation: document.getElementById("conversation"),
+    composer: document.getElementById("composer"),
+    question: document.getElementById("question"),
+    send: document.getElementById("send"),
+    charCount: document.getElementById("char-count"),
+    disclaimerText: document.getElementById("disclaimer-text"),
+    dock: document.getElementById("dock"),
+    navChat: document.getElementById("nav-chat"),
+    navDocs: document.getElementById("nav-docs"),
+    docsListPanel: document.getElementById("docs-list-panel"),
+    docsTitle: document.getElementById("docs-title"),
+    docsStatus: document.getElementById("docs-status"),
+    docList: document.getElementById("doc-list"),
+    docPanel: document.getElementById("doc-panel"),
+    docStatus: document.getElementById("doc-status"),
+    docArticle: document.getElementById("doc-article"),
+  };
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(kind, status, data) {
+      super(kind);
+      this.kind = kind; // "http" | "network" | "timeout" | "format"
+      this.status = status;
+      this.data = data;
+    }
+  }
+
+  async function api(path, options) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    let response;
+    try {
+      response = await fetch(path, {
+        ...options,
+        headers: { accept: "application/json", ...(options && options.headers) },
+        signal: controller.signal,
+      });
+    } catch (err) {
+      throw new ApiError(err && err.name === "AbortError" ? "timeout" : "network", 0, null);
+    } finally {
+      clearTimeout(timer);
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) throw new ApiError("http", response.status, data);
+    if (data === null || typeof data !== "object") throw new ApiError("format", response.status, null);
+    return data;
+  }
+
+  /** A readable explanation of a failed request: {title, detail, items}. */
+  function describeError(err, subject) {
+    const what = subject || "question";
+    if (!(err instanceof ApiError)) {
+      return { title: "Something went wrong while showing the answer.", detail: String(err), items: [] };
+    }
+    if (err.kind === "network") {
+      return {
+        title: "Could not reach the server.",
+        detail: "Check your connection and try again.",
+        items: [],
+      };
+    }
+    if (err.kind === "timeout") {
+      return { title: "The server took too long to answer.", detail: "Please try again.", items: [] };
+    }
+    if (err.kind === "format") {
+      return { title: "The server sent an answer this page could not read.", detail: "", items: [] };
+    }
+    const status = err.status;
+    let title;
+    if (status === 503) title = "The service is starting up or unavailable right now.";
+    else if (status === 404 && what === "document") title = "That document was not found.";
+    else if (status === 413) title = "That question is too long.";
+    else if (status >= 500 && what === "question") {
+      title = "The server had a problem answering this question.";
+    } else if (status >= 500) title = `The server had a problem loading the ${what}.`;
+    else if (what === "question") title = "The question could not be processed.";
+    else title = `The ${what} could not be loaded.`;
+    const data = err.data && typeof err.data === "object" ? err.data : {};
+    const said = typeof data.error === "string" && data.error ? data.error : "no details given";
+    const items = [];
+    if (Array.isArray(data.details)) {
+      for (const d of data.details) {
+        if (!d || typeof d !== "object") continue;
+        const message = typeof d.message === "string" ? d.message : "";
+        const field = typeof d.field === "string" && d.field ? d.field : null;
+        if (message) items.push(field ? `${field}: ${message}` : message);
+      }
+    }
+    return { title, detail: `Server said: ${said} (HTTP ${status}).`, items };
+  }
+
+  // ---------------------------------------------------------------- chat
+
+  let busy = false;
+  let messageSeq = 0;
+
+  function setBusy(value) {
+    busy = value;
+    els.send.disabled = value;
+    els.send.textContent = value ? "Asking…" : "Ask";
+    els.composer.setAttribute("aria-busy", value ? "true" : "false");
+    for (const button of els.examples.querySelectorAll("button")) button.disabled = value;
+  }
+
+  function updateCharCount() {
+    const n = els.question.value.length;
+    if (n > MAX_QUESTION_CHARS - 300) {
+      els.charCount.hidden = false;
+      els.charCount.textContent = `${n} / ${MAX_QUESTION_CHARS}`;
+    } else {
+      els.charCount.hidden = true;
+    }
+  }
+
+  function autoGrow() {
+    const box = els.question;
+    if (!box.value) {
+      box.style.height = "";
+      return;
+    }
+    box.style.height = "auto";
+    box.style.height = `${Math.min(box.scrollHeight + 2, 168)}px`;
+  }
+
+  function appendUserMessage(question) {
+    const li = h(
+      "li",
+      { class: "msg msg-user" },
+      h(
+        "div",
+        { class: "bubble" },
+        h("span", { class: "visually-hidden", text: "You asked: " }),
+        h("p", { class: "question-text" }, question),
+      ),
+    );
+    els.conversation.append(li);
+    return li;
+  }
+
+  function appendPending() {
+    const li = h(
+      "li",
+      { class: "msg msg-assistant is-pending", "aria-busy": "true" },
+      h(
+        "div",
+        { class: "loading" },
+        h("span", { class: "spinner", "aria-hidden": "true" }),
+        h("span", { text: "Searching the research summaries…" }),
+      ),
+    );
+    els.conversation.append(li);
+    return li;
+  }
+
+  async function ask(rawQuestion) {
+    if (busy) return;
+    const question = rawQuestion.trim();
+    if (!question) {
+      els.question.focus();
+      return;
+    }
+    setBusy(true);
+    els.welcome.hidden = true;
+    const userLi = appendUserMessage(question);
+    const pending = appendPending();
+    scrollIntoViewSoft(pending, "end");
+    let reply;
+    try {
+      const data = await api("api/ask", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ question }),
+      });
+      if (!Array.isArray(data.sentences) || typeof data.abstained !== "boolean") {
+        throw new ApiError("format", 200, data);
+      }
+      reply = renderAnswer(data);
+      if (typeof data.disclaimer === "string" && data.disclaimer.trim()) {
+        els.disclaimerText.textContent = data.disclaimer;
+      }
+    } catch (err) {
+      reply = renderError(err, question);
+    }
+    pending.replaceWith(reply);
+    setBusy(false);
+    // Show the start of the exchange: the question and the top of its answer.
+    scrollIntoViewSoft(userLi, "start");
+  }
+
+  function renderError(err, question) {
+    const info = describeError(err);
+    const li = h("li", { class: "msg msg-assistant is-error" });
+    const box = h(
+      "div",
+      { class: "answer error-box" },
+      h("p", { class: "answer-label error-label", text: "Something went wrong" }),
+      h("p", { class: "error-title", text: info.title }),
+      info.detail ? h("p", { class: "error-detail", text: info.detail }) : null,
+      info.items.length ? h("ul", { class: "error-items" }, info.items.map((t) => h("li", { text: t }))) : null,
+    );
+    const retry = h("button", {
+      type: "button",
+      class: "button button-secondary",
+      text: "Try again",
+      onclick: () => {
+        if (!busy) ask(question);
+      },
+    });
+    const edit = h("button", {
+      type: "button",
+      class: "button button-quiet",
+      text: "Edit the question",
+      onclick: () => {
+        els.question.value = question;
+        autoGrow();
+        updateCharCount();
+        els.question.focus();
+      },
+    });
+    box.append(h("div", { class: "actions" }, retry, edit));
+    li.append(box);
+    return li;
+  }
+
+  function renderAnswer(data) {
+    messageSeq += 1;
+    const id = `a${messageSeq}`;
+    const li = h("li", { class: "msg msg-assistant", id });
+    const article = h("article", { class: "answer", "aria-labelledby": `${id}-label` });
+    li.append(article);
+
+    if (data.abstained) {
+      li.classList.add("is-abstained");
+      article.append(
+        h("p", { class: "answer-label abstain-label", id: `${id}-label` }, "The documents don't cover this"),
+        h("p", { class: "abstain-text" }, data.answer || ""),
+        h(
+          "p",
+          { class: "abstain-hint" },
+          "Try rephrasing the question, or ",
+          h("a", { href: "#documents", text: "browse the documents" }),
+          ".",
+        ),
+      );
+    } else {
+      const citations = new Map();
+      for (const c of data.citations || []) citations.set(c.marker, c);
+      const count = new Set((data.citations || []).map((c) => c.document_id)).size;
+      article.append(
+        h(
+          "p",
+          { class: "answer-label", id: `${id}-label` },
+          `Answer quoted from ${count} ${count === 1 ? "study" : "studies"}`,
+        ),
+      );
+      const text = h("p", { class: "answer-text" });
+      const sentences = data.sentences.length ? data.sentences : [{ text: data.answer || "", marker: 0 }];
+      sentences.forEach((s, i) => {
+        if (i) text.append(" ");
+        text.append(h("span", { class: "sentence" }, s.text));
+        const citation = citations.get(s.marker);
+        if (citation) {
+          text.append("\u00a0", markerButton(id, citation));
+        }
+      });
+      article.append(text);
+      if (citations.size) article.append(renderSources(id, [...citations.values()]));
+    }
+    if (Array.isArray(data.passages) && data.passages.length) {
+      article.append(renderPassages(data.passages));
+    }
+    if (typeof data.disclaimer === "string" && data.disclaimer) {
+      article.append(h("p", { class: "answer-disclaimer" }, data.disclaimer));
+    }
+    return li;
+  }
+
+  function markerButton(messageId, citation) {
+    return h(
+      "button",
+      {
+        type: "button",
+        class: "marker",
+        "data-marker": citation.marker,
+        "aria-controls": `${messageId}-src-${citation.marker}`,
+        "aria-label": `Source ${citation.marker}: ${citation.title}`,
+        title: citation.title,
+        onclick: () => showSource(messageId, citation.marker),
+      },
+      String(citation.marker),
+    );
+  }
+
+  function showSource(messageId, marker) {
+    const card = document.getElementById(`${messageId}-src-${marker}`);
+    if (!card) return;
+    for (const old of document.querySelectorAll(".source-card.is-active")) {
+      old.classList.remove("is-active");
+    }
+    for (const old of document.querySelectorAll(".marker.is-current")) {
+      old.classList.remove("is-current");
+    }
+    card.classList.add("is-active");
+    const message = document.getElementById(messageId);
+    if (message) {
+      for (const m of message.querySelectorAll(`.marker[data-marker="${Number(marker)}"]`)) {
+        m.classList.add("is-current");
+      }
+    }
+    const passage = card.querySelector("details.card-passage");
+    if (passage) passage.open = true;
+    card.focus({ preventScroll: true });
+    scrollIntoViewSoft(card, "nearest");
+  }
+
+  function renderSources(messageId, citations) {
+    const list = h("ol", { class: "source-list" });
+    for (const c of citations) list.append(sourceCard(messageId, c));
+    return h(
+      "section",
+      { class: "sources", "aria-label": "Sources" },
+      h("h3", { class: "sources-title", text: "Sources" }),
+      list,
+    );
+  }
+
+  function sourceCard(messageId, c) {
+    const quoteRanges = (c.highlights || []).map((r) => ({ start: r.start, end: r.end, cls: "hl" }));
+    const card = h(
+      "li",
+      {
+        class: "source-card",
+        id: `${messageId}-src-${c.marker}`,
+        "data-marker": c.marker,
+        "data-document-id": c.document_id,
+        tabindex: "-1",
+      },
+      h(
+        "div",
+        { class: "card-head" },
+        h("span", { class: "card-marker", "aria-hidden": "true", text: String(c.marker) }),
+        h(
+          "div",
+          { class: "card-titles" },
+          h(
+            "h4",
+            { class: "card-title" },
+            h("span", { class: "visually-hidden", text: `Source ${c.marker}: ` }),
+            c.title,
+          ),
+          c.source_title ? h("p", { class: "card-orig" }, "Summary of: ", h("cite", {}, c.source_title)) : null,
+        ),
+      ),
+      h("p", { class: "card-meta" }, studyBadge(c.study_type), metaLine(c)),
+      authorsLine(c.authors, "authors"),
+      h(
+        "details",
+        { class: "card-passage" },
+        h(
+          "summary",
+          {},
+          "Quoted passage",
+          c.section ? h("span", { class: "section-name" }, ` — ${c.section}`) : null,
+        ),
+        h("blockquote", { class: "passage-text" }, highlighted(c.text || "", quoteRanges, 0)),
+      ),
+      h(
+        "div",
+        { class: "card-actions" },
+        sourceLinks(c),
+        h("button", {
+          type: "button",
+          class: "button button-secondary view-doc",
+          text: "View in document",
+          onclick: () =>
+            openDocumentAt(c.document_id, c.start, c.end, c.highlights || [], `source ${c.marker}`),
+        }),
+      ),
+    );
+    return card;
+  }
+
+  function renderPassages(passages) {
+    const list = h("ol", { class: "passage-list" });
+    for (const p of passages) {
+      list.append(
+        h(
+          "li",
+          { class: "passage" },
+          h(
+            "p",
+            { class: "passage-head" },
+            h("span", { class: "passage-title" }, p.title),
+            p.year ? h("span", { class: "passage-year" }, ` (${p.year})`) : null,
+          ),
+          p.section ? h("p", { class: "passage-section" }, p.section) : null,
+          h("p", { class: "passage-body" }, p.text || ""),
+          h(
+            "div",
+            { class: "card-actions" },
+            sourceLinks(p),
+            h("button", {
+              type: "button",
+              class: "button button-quiet view-doc",
+              text: "View in document",
+              onclick: () => openDocumentAt(p.document_id, p.start, p.end, [], "related passage"),
+            }),
+          ),
+        ),
+      );
+    }
+    const n = passages.length;
+    return h(
+      "details",
+      { class: "read-more" },
+      h("summary", {}, `Read more: ${n} related ${n === 1 ? "passage" : "passages"}`),
+      h(
+        "p",
+        { class: "read-more-note" },
+        "Other passages the search found relevant. They are not quoted in the answer.",
+      ),
+      list,
+    );
+  }
+
+  // ---------------------------------------------------------------- documents
+
+  let documentsPromise = null;
+  const documentCache = new Map();
+  /** Ranges to highlight the next time a given document opens: {id, ranges, label}. */
+  let pendingHighlight = null;
+
+  function loadDocuments() {
+    if (!documentsPromise) {
+      documentsPromise = api("api/documents").catch((err) => {
+        documentsPromise = null;
+        throw err;
+      });
+    }
+    return documentsPromise;
+  }
+
+  function loadDocument(id) {
+    if (!documentCache.has(id)) {
+      const promise = api(`api/documents/${encodeURIComponent(id)}`).catch((err) => {
+        documentCache.delete(id);
+        throw err;
+      });
+      documentCache.set(id, promise);
+    }
+    return documentCache.get(id);
+  }
+
+  function statusMessage(container, err, retry, subject) {
+    const info = describeError(err, subject);
+    container.replaceChildren(
+      h(
+        "div",
+        { class: "error-box", role: "alert" },
+        h("p", { class: "error-title", text: info.title }),
+        info.detail ? h("p", { class: "error-detail", text: info.detail }) : null,
+        h("button", { type: "button", class: "button button-secondary", text: "Try again", onclick: retry }),
+      ),
+    );
+  }
+
+  async function showDocumentList() {
+    els.docPanel.hidden = true;
+    els.docsListPanel.hidden = false;
+    if (els.docList.childElementCount) return;
+    els.docsStatus.replaceChildren(h("p", { class: "loading", text: "Loading the documents…" }));
+    try {
+      const data = await loadDocuments();
+      els.docsStatus.replaceChildren();
+      els.docList.replaceChildren(...(data.documents || []).map(documentListItem));
+    } catch (err) {
+      statusMessage(els.docsStatus, err, () => showDocumentList(), "list of documents");
+    }
+  }
+
+  function documentListItem(doc) {
+    return h(
+      "li",
+      { class: "doc-card" },
+      h("h2", { class: "doc-card-title" }, h("a", { href: `#documents/${encodeURIComponent(doc.id)}`, text: doc.title })),
+      doc.source_title ? h("p", { class: "card-orig" }, "Summary of: ", h("cite", {}, doc.source_title)) : null,
+      h("p", { class: "card-meta" }, studyBadge(doc.study_type), metaLine(doc)),
+      authorsLine(doc.authors, "authors"),
+      h(
+        "div",
+        { class: "card-actions" },
+        sourceLinks(doc),
+        h("a", {
+          class: "button button-secondary view-doc",
+          href: `#documents/${encodeURIComponent(doc.id)}`,
+          text: "Read the summary",
+        }),
+      ),
+    );
+  }
+
+  function openDocumentAt(id, start, end, quoteHighlights, label) {
+    const ranges = [{ start, end, cls: "hl-passage" }];
+    for (const r of quoteHighlights) {
+      ranges.push({ start: start + r.start, end: start + r.end, cls: "hl-quote" });
+    }
+    pendingHighlight = { id, ranges, label };
+    navigate(`#documents/${encodeURIComponent(id)}`);
+  }
+
+  /** Split Markdown text into heading and paragraph blocks, keeping offsets into the text. */
+  function parseBlocks(text) {
+    const blocks = [];
+    let para = null;
+    let pos = 0;
+    const flush = () => {
+      if (para) blocks.push({ type: "p", start: para.start, text: text.slice(para.start, para.end) });
+      para = null;
+    };
+    for (const line of text.split("\n")) {
+      const lineStart = pos;
+      const lineEnd = pos + line.length;
+      pos = lineEnd + 1;
+      const heading = /^(#{1,6})[ \t]+/.exec(line);
+      if (!line.trim()) {
+        flush();
+      } else if (heading) {
+        flush();
+        const start = lineStart + heading[0].length;
+        blocks.push({
+          type: "heading",
+          level: heading[1].length,
+          start,
+          text: text.slice(start, lineEnd).replace(/[ \t#]+$/, ""),
+        });
+      } else if (para) {
+        para.end = lineEnd;
+      } else {
+        para = { start: lineStart, end: lineEnd };
+      }
+    }
+    flush();
+    return blocks;
+  }
+
+  async function showDocument(id) {
+    els.docsListPanel.hidden = true;
+    els.docPanel.hidden = false;
+    const highlight = pendingHighlight && pendingHighlight.id === id ? pendingHighlight : null;
+    pendingHighlight = null;
+    els.docArticle.replaceChildren();
+    els.docStatus.replaceChildren(h("p", { class: "loading", text: "Loading the document…" }));
+    let doc;
+    try {
+      doc = await loadDocument(id);
+    } catch (err) {
+      statusMessage(els.docStatus, err, () => {
+        pendingHighlight = highlight;
+        showDocument(id);
+      }, "document");
+      return;
+    }
+    if (currentRoute().docId !== id) return; // the reader moved on meanwhile
+    els.docStatus.replaceChildren();
+    renderDocument(doc, highlight);
+  }
+
+  function renderDocument(doc, highlight) {
+    const ranges = highlight ? highlight.ranges : [];
+    const article = els.docArticle;
+    const meta = h(
+      "div",
+      { class: "doc-meta" },
+      doc.source_title ? h("p", { class: "card-orig" }, "Summary of: ", h("cite", {}, doc.source_title)) : null,
+      h("p", { class: "card-meta" }, studyBadge(doc.study_type), metaLine(doc)),
+      authorsLine(doc.authors, "authors"),
+      h("div", { class: "card-actions" }, sourceLinks(doc)),
+    );
+    const body = h("div", { class: "doc-body" });
+    let titleDone = false;
+    let titleNode = null;
+    for (const block of parseBlocks(doc.text || "")) {
+      if (block.type === "heading") {
+        const level = titleDone ? Math.max(2, Math.min(block.level, 6)) : 1;
+        const node = h(`h${level}`, { class: "doc-heading" }, highlighted(block.text, ranges, block.start));
+        body.append(node);
+        if (!titleDone) {
+          titleDone = true;
+          titleNode = node;
+          node.setAttribute("tabindex", "-1");
+          node.id = "doc-title";
+          body.append(meta);
+          if (highlight) body.append(highlightLegend(highlight));
+        }
+      } else {
+        body.append(h("p", {}, highlighted(block.text, ranges, block.start)));
+      }
+    }
+    if (!titleDone) {
+      titleNode = h("h1", { class: "doc-heading", id: "doc-title", tabindex: "-1" }, doc.title);
+      body.prepend(titleNode, meta);
+    }
+    if (doc.reference) {
+      body.append(
+        h("section", { class: "doc-reference" }, h("h2", { text: "Reference" }), h("p", {}, doc.reference)),
+      );
+    }
+    article.replaceChildren(body);
+    article.setAttribute("aria-labelledby", "doc-title");
+    document.title = `${doc.title} · MSC evidence QA`;
+    const firstMark = body.querySelector("mark.hl-quote") || body.querySelector("mark");
+    titleNode.focus({ preventScroll: true });
+    if (firstMark) {
+      firstMark.scrollIntoView({ block: "center" });
+    } else {
+      window.scrollTo(0, 0);
+    }
+  }
+
+  function highlightLegend(highlight) {
+    return h(
+      "p",
+      { class: "doc-legend" },
+      h("span", { class: "legend-swatch swatch-passage", "aria-hidden": "true", text: "passage" }),
+      ` Highlighted: the ${highlight.label} from your answer. `,
+      highlight.ranges.some((r) => r.cls === "hl-quote")
+        ? [
+            h("span", { class: "legend-swatch swatch-quote", "aria-hidden": "true", text: "quoted" }),
+            " The sentences quoted in the answer.",
+          ]
+        : null,
+    );
+  }
+
+  // ---------------------------------------------------------------- views and routing
+
+  let chatScrollY = 0;
+  let currentView = "chat";
+
+  function currentRoute() {
+    const hash = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+    if (hash === "documents") return { view: "docs", docId: null };
+    if (hash.startsWith("documents/")) return { view: "docs", docId: hash.slice("documents/".length) };
+    return { view: "chat", docId: null };
+  }
+
+  function navigate(hash) {
+    if ((location.hash || "#") === hash) route();
+    else location.hash = hash;
+  }
+
+  function setNav(view) {
+    const chat = view === "chat";
+    if (chat) els.navChat.setAttribute("aria-current", "page");
+    else els.navChat.removeAttribute("aria-current");
+    if (!chat) els.navDocs.setAttribute("aria-current", "page");
+    else els.navDocs.removeAttribute("aria-current");
+  }
+
+  function route() {
+    const r = currentRoute();
+    if (r.view === "chat") {
+      const wasDocs = currentView !== "chat";
+      currentView = "chat";
+      els.docsView.hidden = true;
+      els.chatView.hidden = false;
+      els.composer.hidden = false;
+      setNav("chat");
+      document.title = "MSC evidence QA";
+      if (wasDocs) {
+        window.scrollTo(0, chatScrollY);
+        const active = document.querySelector(".source-card.is-active");
+        (active || els.question).focus({ preventScroll: true });
+      }
+      return;
+    }
+    if (currentView === "chat") chatScrollY = window.scrollY;
+    currentView = "docs";
+    els.chatView.hidden = true;
+    els.composer.hidden = true;
+    els.docsView.hidden = false;
+    setNav("docs");
+    if (r.docId) {
+      showDocument(r.docId);
+    } else {
+      document.title = "Documents · MSC evidence QA";
+      window.scrollTo(0, 0);
+      els.docsTitle.focus({ preventScroll: true });
+      showDocumentList();
+    }
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function keepDockClear() {
+    // Scrolling a source card or highlight into view must not leave it under the sticky dock.
+    document.documentElement.style.scrollPaddingBottom = `${els.dock.offsetHeight + 12}px`;
+  }
+
+  function init() {
+    for (const ex of EXAMPLES) {
+      els.examples.append(
+        h(
+          "li",
+          {},
+          h(
+            "button",
+            { type: "button", class: "example", onclick: () => ask(ex.question) },
+            h("span", { class: "example-topic", text: ex.topic }),
+            h("span", { class: "example-question", text: ex.question }),
+          ),
+        ),
+      );
+    }
+
+    els.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = els.question.value;
+      if (busy || !value.trim()) return;
+      els.question.value = "";
+      autoGrow();
+      updateCharCount();
+      ask(value);
+    });
+
+    els.question.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.altKey) return;
+      event.preventDefault();
+      els.composer.requestSubmit();
+    });
+    els.question.addEventListener("input", () => {
+      autoGrow();
+      updateCharCount();
+    });
+
+    const skip = document.querySelector(".skip-link");
+    skip.addEventListener("click", (event) => {
+      event.preventDefault();
+      const target = currentView === "chat" ? els.question : document.getElementById("main");
+      target.focus();
+    });
+    document.getElementById("brand-link").addEventListener("click", (event) => {
+      event.preventDefault();
+      navigate("#");
+    });
+
+    window.addEventListener("hashchange", route);
+    window.addEventListener("resize", keepDockClear);
+    if ("ResizeObserver" in window) new ResizeObserver(keepDockClear).observe(els.dock);
+    keepDockClear();
+    route();
+    if (currentView === "chat") els.question.focus({ preventScroll: true });
+  }
+
+  init();
+})();

@@ -1,0 +1,418 @@
+"""The chat page in a real browser: headless Debian Chromium driven by Playwright.
+
+A module fixture starts the real server (``python -m service serve``) on a free port with the
+real bundled model, a temporary copy of the corpus and a fresh index folder. One browser serves
+the whole module; a desktop page and a phone page are reused across tests.
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium chromium-driver``); the module is
+skipped without it. ``QA_SCREENSHOTS=1`` also writes ``docs/screenshot-desktop.png`` and
+``docs/screenshot-phone.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        "browser tests need Debian's Chromium at /usr/bin/chromium; enable them with "
+        "`apt-get install chromium chromium-driver`",
+        allow_module_level=True,
+    )
+pytest.importorskip(
+    "playwright.sync_api", reason="install the test extras: pip install -e '.[test]'"
+)
+
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Playwright,
+    Route,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "corpus"
+DOCS = ROOT / "docs"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Building the index with the real model takes 50-90 s on a busy 2-CPU machine.
+READY_TIMEOUT_S = float(os.environ.get("QA_BROWSER_READY_TIMEOUT", "180"))
+ANSWER_TIMEOUT_MS = 30_000
+ON_TOPIC = "What was the reoperation rate after MSC disc injection?"
+OFF_TOPIC = "What is the capital of France?"
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 360, "height": 740}
+REPLIES = "#conversation > li.msg-assistant:not(.is-pending)"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real server as a subprocess; yields its base URL once /readyz says 200."""
+    tmp = tmp_path_factory.mktemp("browser-server")
+    corpus = tmp / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    env = dict(os.environ)
+    env.pop("QA_MODEL", None)  # the real bundled model
+    env.update(
+        QA_CORPUS_DIR=str(corpus),
+        QA_INDEX_DIR=str(tmp / "index"),
+        PYTHONUNBUFFERED="1",
+    )
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/"
+    log_path = tmp / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(base + "readyz"):
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                tail = log_path.read_text()[-4000:]
+                pytest.fail(f"the server was not ready in {READY_TIMEOUT_S:.0f} s:\n{tail}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Problems:
+    """Script errors and Content-Security-Policy refusals seen by any page."""
+
+    seen: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> None:
+        page.on("pageerror", lambda exc: self.seen.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                self.seen.append(f"console: {msg.text}")
+                if msg.type == "error" and "Content Security Policy" in msg.text
+                else None
+            ),
+        )
+
+
+@pytest.fixture(scope="module")
+def problems() -> Problems:
+    return Problems()
+
+
+@pytest.fixture(scope="module")
+def playwright_driver() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_driver: Playwright) -> Iterator[Browser]:
+    chromium = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+
+
+def _open(browser: Browser, server: str, problems: Problems, viewport: ViewportSize) -> Page:
+    context: BrowserContext = browser.new_context(viewport=viewport, reduced_motion="reduce")
+    page = context.new_page()
+    problems.watch(page)
+    page.goto(server)
+    expect(page.locator("#question")).to_be_visible()
+    return page
+
+
+@pytest.fixture(scope="module")
+def desktop(browser: Browser, server: str, problems: Problems) -> Iterator[Page]:
+    page = _open(browser, server, problems, DESKTOP)
+    yield page
+    page.context.close()
+
+
+@pytest.fixture(scope="module")
+def phone(browser: Browser, server: str, problems: Problems) -> Iterator[Page]:
+    page = _open(browser, server, problems, PHONE)
+    yield page
+    page.context.close()
+
+
+def replies(page: Page) -> Locator:
+    return page.locator(REPLIES)
+
+
+def ask(page: Page, question: str) -> Locator:
+    """Type a question, press Enter, and return the reply that appears for it."""
+    before = replies(page).count()
+    box = page.locator("#question")
+    box.fill(question)
+    box.press("Enter")
+    expect(replies(page)).to_have_count(before + 1, timeout=ANSWER_TIMEOUT_MS)
+    return replies(page).nth(before)
+
+
+def back_to_chat(page: Page) -> None:
+    page.locator("#nav-chat").click()
+    expect(page.locator("#chat-view")).to_be_visible()
+
+
+def no_horizontal_scroll(page: Page) -> None:
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"page scrolls sideways: scrollWidth {widths[0]} > {widths[1]}"
+
+
+# ------------------------------------------------------------------------------------- tests
+
+
+def test_first_load_shows_disclaimer_and_clickable_examples(desktop: Page) -> None:
+    disclaimer = desktop.locator("#disclaimer")
+    expect(disclaimer).to_be_visible()
+    expect(disclaimer).to_contain_text("not medical advice")
+    expect(desktop.locator("#conversation")).to_have_attribute("aria-live", "polite")
+    examples = desktop.locator("#examples button")
+    assert examples.count() >= 5
+    expect(examples.first).to_be_visible()
+
+    before = replies(desktop).count()
+    examples.filter(has_text="reoperation").click()
+    expect(replies(desktop)).to_have_count(before + 1, timeout=ANSWER_TIMEOUT_MS)
+    expect(replies(desktop).last.locator(".answer-text .marker").first).to_be_visible()
+    expect(desktop.locator("#welcome")).to_be_hidden()
+    expect(disclaimer).to_be_in_viewport()
+
+
+def test_question_gets_a_cited_answer(desktop: Page) -> None:
+    reply = ask(desktop, ON_TOPIC)
+    expect(reply).not_to_have_class("is-abstained")
+    assert reply.locator(".answer-text .marker").count() >= 1
+    card = reply.locator(".source-card").first
+    expect(card.locator(".card-title")).not_to_be_empty()
+    expect(card.locator(".badge")).to_be_visible()
+    doi = card.locator("a.ext-link").first
+    expect(doi).to_have_attribute("target", "_blank")
+    expect(doi).to_have_attribute("rel", "noopener")
+    assert (doi.get_attribute("href") or "").startswith("https://")
+    assert reply.locator("details.read-more").count() == 1
+    assert reply.locator("details.read-more[open]").count() == 0  # collapsed
+
+
+def test_marker_highlights_its_source_card(desktop: Page) -> None:
+    reply = ask(desktop, ON_TOPIC)
+    markers = reply.locator(".answer-text .marker")
+    for i in range(min(markers.count(), 2)):
+        marker = markers.nth(i)
+        number = marker.get_attribute("data-marker")
+        marker.click()
+        active = desktop.locator(".source-card.is-active")
+        expect(active).to_have_count(1)
+        expect(active).to_have_attribute("data-marker", number or "")
+        expect(active).to_be_in_viewport()
+        assert reply.locator(".source-card.is-active").count() == 1  # in this answer
+        highlight = active.locator("mark.hl").first
+        expect(highlight).to_be_visible()
+        expect(marker).to_have_class(re.compile(r"\bis-current\b"))
+
+
+def test_unrelated_question_shows_the_abstained_state(desktop: Page) -> None:
+    reply = ask(desktop, OFF_TOPIC)
+    expect(reply).to_have_class(re.compile(r"\bis-abstained\b"))
+    expect(reply).to_contain_text("The documents don't cover this")
+    assert reply.locator(".marker").count() == 0
+    assert reply.locator(".source-card").count() == 0
+
+
+def test_server_error_is_shown_and_the_page_keeps_working(desktop: Page) -> None:
+    held: list[Route] = []
+    desktop.route("**/api/ask", lambda route: held.append(route), times=1)
+    box = desktop.locator("#question")
+    box.fill("Will this one fail?")
+    box.press("Enter")
+    # While the request is out: a visible loading state and the send button disabled.
+    expect(desktop.locator("#conversation > li.is-pending")).to_be_visible()
+    expect(desktop.locator("#send")).to_be_disabled()
+    for _ in range(100):
+        if held:
+            break
+        desktop.wait_for_timeout(50)
+    body = {"error": "internal error", "details": [{"field": None, "message": "simulated fault"}]}
+    held[0].fulfill(status=500, content_type="application/json", body=json.dumps(body))
+    error = desktop.locator("#conversation > li.is-error").last
+    expect(error).to_contain_text("The server had a problem")
+    expect(error).to_contain_text("internal error (HTTP 500)")
+    expect(error).to_contain_text("simulated fault")
+    expect(desktop.locator("#send")).to_be_enabled()
+    desktop.unroute("**/api/ask")
+
+    reply = ask(desktop, ON_TOPIC)
+    assert reply.locator(".answer-text .marker").count() >= 1
+
+    # "Try again" on the failed message re-asks the same question, now successfully.
+    before = replies(desktop).count()
+    error.get_by_role("button", name="Try again").click()
+    expect(replies(desktop)).to_have_count(before + 1, timeout=ANSWER_TIMEOUT_MS)
+    expect(desktop.locator(".msg-user .question-text").last).to_have_text("Will this one fail?")
+
+
+def test_network_failure_is_shown(desktop: Page) -> None:
+    desktop.route("**/api/ask", lambda route: route.abort(), times=1)
+    reply = ask(desktop, ON_TOPIC)
+    expect(reply).to_have_class(re.compile(r"\bis-error\b"))
+    expect(reply).to_contain_text("Could not reach the server")
+    desktop.unroute("**/api/ask")
+    expect(desktop.locator("#send")).to_be_enabled()
+
+
+def test_markup_in_a_question_is_shown_as_text(desktop: Page) -> None:
+    question = '<img src=x onerror="window.__xss=1"> <script>window.__xss=2</script> <b>bold?</b>'
+    ask(desktop, question)
+    expect(desktop.locator(".msg-user .question-text").last).to_have_text(question)
+    assert desktop.locator("#conversation img, #conversation script, #conversation b").count() == 0
+    desktop.wait_for_timeout(200)
+    assert desktop.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(desktop: Page) -> None:
+    box = desktop.locator("#question")
+    questions = desktop.locator(".msg-user")
+    before = questions.count()
+    box.fill("")
+    box.focus()
+    box.type("What was the reoperation rate")
+    box.press("Shift+Enter")
+    box.type("after MSC disc injection?")
+    expect(box).to_have_value("What was the reoperation rate\nafter MSC disc injection?")
+    assert questions.count() == before
+    box.press("Enter")
+    expect(questions).to_have_count(before + 1)
+    expect(box).to_have_value("")
+    text = questions.last.locator(".question-text").text_content()
+    assert text == "What was the reoperation rate\nafter MSC disc injection?"
+    expect(desktop.locator("#send")).to_be_enabled(timeout=ANSWER_TIMEOUT_MS)
+
+
+def test_documents_view_lists_and_opens_documents(desktop: Page) -> None:
+    desktop.locator("#nav-docs").click()
+    cards = desktop.locator("#doc-list .doc-card")
+    expect(cards).to_have_count(5)
+    title = cards.first.locator(".doc-card-title a")
+    name = title.text_content() or ""
+    title.click()
+    expect(desktop.locator("#doc-title")).to_have_text(name)
+    assert desktop.locator(".doc-body p").count() > 5
+    assert desktop.locator(".doc-body h2").count() >= 2
+    expect(desktop.locator("#disclaimer")).to_be_visible()
+    back_to_chat(desktop)
+
+
+def test_view_in_document_highlights_the_cited_passage(desktop: Page) -> None:
+    reply = ask(desktop, ON_TOPIC)
+    conversation_size = desktop.locator("#conversation > li").count()
+    card = reply.locator(".source-card").first
+    card.locator(".card-passage summary").click()
+    quoted = " ".join(t.strip() for t in card.locator("mark.hl").all_text_contents())
+    card.get_by_role("button", name="View in document").click()
+
+    expect(desktop.locator("#doc-panel")).to_be_visible()
+    marks = desktop.locator(".doc-body mark.hl-quote")
+    expect(marks.first).to_be_in_viewport()
+    assert " ".join(t.strip() for t in marks.all_text_contents()) == quoted
+    assert desktop.locator(".doc-body mark.hl-passage").count() >= 1
+
+    desktop.get_by_role("link", name="Back to the conversation").click()
+    expect(desktop.locator("#chat-view")).to_be_visible()
+    expect(desktop.locator("#conversation > li")).to_have_count(conversation_size)
+
+
+def test_phone_width_has_no_horizontal_scroll(phone: Page) -> None:
+    expect(phone.locator("#disclaimer")).to_be_in_viewport()
+    no_horizontal_scroll(phone)
+    reply = ask(phone, ON_TOPIC)
+    reply.locator(".answer-text .marker").first.click()
+    expect(phone.locator(".source-card.is-active")).to_be_in_viewport()
+    reply.locator("details.read-more summary").click()
+    no_horizontal_scroll(phone)
+    expect(phone.locator("#disclaimer")).to_be_in_viewport()
+
+    phone.locator(".source-card.is-active").get_by_role("button", name="View in document").click()
+    expect(phone.locator(".doc-body mark.hl-quote").first).to_be_in_viewport()
+    no_horizontal_scroll(phone)
+    phone.locator("#nav-docs").click()
+    expect(phone.locator("#doc-list .doc-card")).to_have_count(5)
+    no_horizontal_scroll(phone)
+    back_to_chat(phone)
+
+
+def test_no_script_errors_or_csp_refusals(desktop: Page, phone: Page, problems: Problems) -> None:
+    assert problems.seen == []
+
+
+@pytest.mark.skipif(os.environ.get("QA_SCREENSHOTS") != "1", reason="set QA_SCREENSHOTS=1")
+def test_write_screenshots(browser: Browser, server: str, problems: Problems) -> None:
+    DOCS.mkdir(exist_ok=True)
+    page = _open(browser, server, problems, DESKTOP)
+    ask(page, ON_TOPIC).locator(".answer-text .marker").first.click()
+    expect(page.locator(".source-card.is-active")).to_be_in_viewport()
+    # Frame the exchange: the question at the top, then the answer and the open source card.
+    page.locator(".msg-user").last.evaluate("node => node.scrollIntoView({block: 'start'})")
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(DOCS / "screenshot-desktop.png"))
+    page.context.close()
+
+    page = _open(browser, server, problems, PHONE)
+    ask(page, ON_TOPIC)
+    page.locator("#question").blur()
+    page.screenshot(path=str(DOCS / "screenshot-phone.png"))
+    page.context.close()
