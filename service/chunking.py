@@ -29,7 +29,8 @@ _ABBREVIATIONS = {
     "al", "e.g", "i.e", "etc", "vs", "fig", "figs", "dr", "mr", "mrs", "ms", "prof", "approx",
     "ca", "no", "vol", "ref", "refs", "st", "jr", "sr", "inc", "ltd", "co", "cf", "resp", "dept",
 }  # fmt: skip
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"”’)\]]*\s+(?=[\"“‘(\[]?[A-Z0-9])")
+# A sentence ends after . ! or ? plus any closing quotes or brackets (kept in the sentence).
+_BOUNDARY = re.compile(r"(?<=[.!?])([\"”’)\]]*)\s+(?=[\"“‘(\[]?[A-Z0-9])")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*$", re.MULTILINE)
 
 
@@ -108,10 +109,11 @@ def split_sentences(text: str, offset: int = 0) -> list[Span]:
     spans: list[Span] = []
     start = 0
     for match in _BOUNDARY.finditer(text):
-        candidate = text[start : match.start()].rstrip()
+        candidate = text[start : match.end(1)].rstrip()
         last_word = re.search(r"(\S+)$", candidate)
-        token = last_word.group(1).rstrip('.!?"”’)]').lower() if last_word else ""
-        if token in _ABBREVIATIONS or re.fullmatch(r"[a-z]", token):
+        token = last_word.group(1).strip('.!?"“”‘’()[]').lower() if last_word else ""
+        # "al.", "Fig.", a single letter, or dotted initials ("U.S.", "e.g.") end no sentence.
+        if token in _ABBREVIATIONS or re.fullmatch(r"[a-z]|(?:[a-z]\.)+[a-z]", token):
             continue
         # A lone capital initial ("Zhang W. et al") is not a sentence end either.
         if last_word and re.fullmatch(r"[A-Z]\.", last_word.group(1)):
@@ -154,8 +156,14 @@ def approximate_tokens(text: str) -> int:
     return int(len(re.findall(r"\w+|[^\w\s]", text)) * 1.15) + 1
 
 
-def _chunk_id(document_id: str, section: str, text: str, settings_key: str) -> str:
-    digest = hashlib.sha256(f"{document_id}\x1f{section}\x1f{text}\x1f{settings_key}".encode())
+def _chunk_id(
+    document_id: str, section: str, text: str, settings_key: str, occurrence: int = 0
+) -> str:
+    """Stable id from the chunk's content; ``occurrence`` tells apart repeats of the same text."""
+    key = f"{document_id}\x1f{section}\x1f{text}\x1f{settings_key}"
+    if occurrence:
+        key += f"\x1f{occurrence}"
+    digest = hashlib.sha256(key.encode())
     return f"{document_id}:{digest.hexdigest()[:12]}"
 
 
@@ -174,6 +182,7 @@ def chunk_document(
     settings_key = f"{max_tokens}/{overlap_sentences}/{int(with_context)}"
     text = document.text
     chunks: list[Chunk] = []
+    seen: dict[tuple[str, str], int] = {}
     for section in sections(document):
         prefix = count_tokens(f"{document.title}. {section.heading}.\n") if with_context else 0
         budget = max(8, max_tokens - prefix)
@@ -183,9 +192,14 @@ def chunk_document(
         for group in _pack(sentences, budget, overlap_sentences, text, count_tokens):
             start, end = group[0].start, group[-1].end
             chunk_text = text[start:end]
+            # A paragraph repeated within a section must not give two chunks the same id.
+            occurrence = seen.get((section.heading, chunk_text), 0)
+            seen[(section.heading, chunk_text)] = occurrence + 1
             chunks.append(
                 Chunk(
-                    id=_chunk_id(document.id, section.heading, chunk_text, settings_key),
+                    id=_chunk_id(
+                        document.id, section.heading, chunk_text, settings_key, occurrence
+                    ),
                     document_id=document.id,
                     ordinal=len(chunks),
                     section=section.heading,

@@ -113,9 +113,7 @@ class Settings(BaseSettings):
     )
     openai_api_key: str | None = Field(
         None,
-        description=(
-            "Bearer token required on /v1/* when set; unset means no check (local use)."
-        ),
+        description=("Bearer token required on /v1/* when set; unset means no check (local use)."),
     )
 
     @field_validator("model")

@@ -17,7 +17,7 @@ import html
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -56,7 +56,8 @@ class Document:
         meta = "\x1f".join(
             str(v)
             for v in (self.id, self.title, self.authors, self.year, self.journal, self.doi,
-                      self.pmid, self.pmcid, self.url, self.study_type, self.source_title)
+                      self.pmid, self.pmcid, self.url, self.study_type, self.source_title,
+                      self.reference, self.path)
         )  # fmt: skip
         return hashlib.sha256(f"{meta}\x1e{self.text}".encode()).hexdigest()
 
@@ -147,7 +148,11 @@ def parse_reference(paragraph: str) -> Reference:
             journal = re.split(r"[,.]", parts[1], maxsplit=1)[0].strip() or None
     elif nlm := _NLM.match(text):
         year = int(nlm.group("year"))
-        authors = tuple(a.strip() for a in nlm.group("authors").split(",") if a.strip())
+        authors = tuple(
+            a.strip()
+            for a in nlm.group("authors").split(",")
+            if a.strip() and a.strip().lower() not in ("et al", "et al.")
+        )
         title = nlm.group("title").rstrip(".")
         journal = nlm.group("journal").strip()
     else:
@@ -219,7 +224,7 @@ class FrontMatter(BaseModel):
         return str(value) if isinstance(value, int) else value
 
 
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(?:(.*?)\n)?(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 
 
 def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str]:
@@ -230,7 +235,7 @@ def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str]:
             raise CorpusFileError("front matter does not parse: no closing '---' line")
         return None, text
     try:
-        data = yaml.safe_load(match.group(1))
+        data = yaml.safe_load(match.group(1) or "")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 2})" if mark is not None else ""
@@ -287,7 +292,8 @@ def _blocks_from_plain(text: str) -> list[Block]:
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
 
-def _blocks_from_markdown(text: str) -> list[Block]:
+def _blocks_from_markdown(text: str, *, first_line_is_title: bool = True) -> list[Block]:
+    """Headings and paragraphs; without a heading first, the first line is the title."""
     blocks: list[Block] = []
     for para in re.split(r"\n\s*\n", text):
         lines = [line for line in para.split("\n") if line.strip()]
@@ -302,7 +308,7 @@ def _blocks_from_markdown(text: str) -> list[Block]:
                 buffer.append(line.strip())
         if buffer:
             blocks.append(Block(" ".join(buffer)))
-    if blocks and blocks[0].level == 0:
+    if first_line_is_title and blocks and blocks[0].level == 0:
         blocks[0] = Block(blocks[0].text, 1)
     return blocks
 
@@ -474,11 +480,16 @@ def remove_boilerplate(articles: Sequence[_RawArticle]) -> None:
         article.blocks = collapsed
 
     counts = Counter(_key(b) for article in articles for b in article.blocks)
+    # In how many articles each paragraph occurs: a title is boilerplate only when it is shared
+    # and introduces nothing of its own (a sign-up block after each "Source:" line would
+    # otherwise become the next article's title).
+    spread = Counter(k for article in articles for k in {_key(b) for b in article.blocks})
     for article in articles:
         kept: list[Block] = []
         blocks = article.blocks
         for i, block in enumerate(blocks):
-            if counts[_key(block)] < 2 or (i == 0 and block.level == 1):
+            is_title = i == 0 and block.level == 1
+            if counts[_key(block)] < 2 or (is_title and spread[_key(block)] < 2):
                 kept.append(block)
                 continue
             if block.level:
@@ -486,6 +497,9 @@ def remove_boilerplate(articles: Sequence[_RawArticle]) -> None:
                 nxt = blocks[i + 1] if i + 1 < len(blocks) else None
                 if nxt is not None and nxt is following and nxt.level == 0:
                     kept.append(block)
+        if blocks and blocks[0].level == 1 and kept and kept[0] is not blocks[0] and kept[0].level:
+            # The title was boilerplate: the first remaining heading is the article's title.
+            kept[0] = Block(kept[0].text, 1)
         article.blocks = kept
 
 
@@ -548,7 +562,8 @@ def _curated_document(meta: dict[str, Any], body: str, path: str) -> Document:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise CorpusFileError(f"front matter field '{where}': {err['msg']}") from None
-    blocks = _blocks_from_markdown(normalize_text(body))
+    # With a declared title the body may start straight with a paragraph: keep it.
+    blocks = _blocks_from_markdown(normalize_text(body), first_line_is_title=not fm.title)
     ref = parse_reference(fm.reference) if fm.reference else None
     if blocks and blocks[-1].level == 0 and is_reference(blocks[-1].text):
         ref = ref or parse_reference(blocks[-1].text)
@@ -636,21 +651,43 @@ def load_corpus(corpus_dir: Path) -> CorpusLoad:
             result.problems.append(LoadProblem(rel, str(exc)))
         except OSError as exc:
             result.problems.append(LoadProblem(rel, f"cannot read: {exc.strerror or exc}"))
-    documents = list(curated)
-    documents.extend(import_articles(imported))
-    seen: dict[str, str] = {}
-    for doc in documents:
+    imported_docs = import_articles(imported)
+    derived = {id(doc) for doc in imported_docs}
+    seen: dict[str, Document] = {}
+    for doc in [*curated, *imported_docs]:
+        if doc.id in seen and id(doc) in derived and not _same_article(doc, seen[doc.id]):
+            # An imported id is made up ("li-2025"): a different article may share it.
+            doc = replace(doc, id=_free_id(doc.id, seen))
         if doc.id in seen:
             result.problems.append(
-                LoadProblem(doc.path, f"duplicate id '{doc.id}' (already used by {seen[doc.id]})")
+                LoadProblem(
+                    doc.path, f"duplicate id '{doc.id}' (already used by {seen[doc.id].path})"
+                )
             )
             continue
-        if not doc.text.strip() or doc.text.strip() == f"# {doc.title}":
+        if not any(line.strip() and not _MD_HEADING.match(line) for line in doc.text.split("\n")):
             result.problems.append(LoadProblem(doc.path, "no text besides the title"))
             continue
-        seen[doc.id] = doc.path
+        seen[doc.id] = doc
         result.documents.append(doc)
     return result
+
+
+def _same_article(a: Document, b: Document) -> bool:
+    if a.doi and b.doi:
+        return a.doi.casefold() == b.doi.casefold()
+    return _slug(a.title, 40) == _slug(b.title, 40)
+
+
+def _free_id(doc_id: str, taken: Collection[str]) -> str:
+    """``li-2025`` -> ``li-2025b`` (then ``c``, ...), as author-year citations do."""
+    for suffix in "bcdefghijklmnopqrstuvwxyz":
+        if f"{doc_id}{suffix}" not in taken:
+            return f"{doc_id}{suffix}"
+    n = 2
+    while f"{doc_id}-{n}" in taken:
+        n += 1
+    return f"{doc_id}-{n}"
 
 
 def import_articles(articles: list[_RawArticle]) -> list[Document]:

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,9 +107,20 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Raises ValueError, TypeError or KeyError when ``data`` is not a valid manifest."""
+        if not isinstance(data, dict):
+            raise TypeError("manifest is not a JSON object")
         data = dict(data)
         data["chunking"] = ChunkingSettings(**data["chunking"])
-        return cls(**data)
+        manifest = cls(**data)
+        for name in ("format_version", "dimension", "documents", "chunks", "sentences"):
+            value = getattr(manifest, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"'{name}' must be a non-negative integer")
+        files = manifest.files
+        if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+            raise ValueError("'files' must map file names to their size and checksum")
+        return manifest
 
 
 @dataclass
@@ -138,8 +149,8 @@ class BuildReport:
     manifest: Manifest
     path: Path
     problems: list[LoadProblem]
-    embedded: int
-    reused: int
+    embedded: int  # distinct texts sent to the embedder
+    reused: int  # distinct texts whose vectors were copied from the previous build
     seconds: float
     rebuilt: bool = True
 
@@ -321,9 +332,14 @@ def build_index(
     _remove_leftovers(index_dir)
 
     cache = _previous_vectors(index_dir)
+    previous_keys = set(cache)
     if progress:
         progress("chunking", 0, len(documents))
     chunks = chunk_corpus(documents, settings, embedder)
+    if not chunks:
+        raise CorpusEmptyError(
+            f"the documents in {settings.corpus_dir}/ hold no text to index besides headings"
+        )
     if progress:
         progress("chunking", len(documents), len(documents))
     titles = {d.id: d.title for d in documents}
@@ -337,6 +353,10 @@ def build_index(
     offsets[1:] = np.cumsum([len(c.sentences) for c in chunks])
     sentence_vectors, embedded_sentences = _embed_with_cache(
         sentence_texts, embedder, cache, settings, "embedding sentences", progress
+    )
+    # Distinct texts taken from the previous build (repeats within this build count once).
+    reused = len(
+        {_text_key(embedder.name, t) for t in (*chunk_inputs, *sentence_texts)} & previous_keys
     )
     if progress:
         progress("indexing", 0, 1)
@@ -380,12 +400,13 @@ def build_index(
         _fsync_dir(tmp)
         name = f"build-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         final = index_dir / name
+        previous = _current_name(index_dir)
         os.replace(tmp, final)
         _set_current(index_dir, name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _remove_old_builds(index_dir, keep=name)
+    _remove_old_builds(index_dir, keep={name, previous} - {None})
     if progress:
         progress("indexing", 1, 1)
     return BuildReport(
@@ -393,7 +414,7 @@ def build_index(
         path=final,
         problems=list(problems),
         embedded=embedded_chunks + embedded_sentences,
-        reused=len(chunks) + len(sentence_texts) - embedded_chunks - embedded_sentences,
+        reused=reused,
         seconds=time.perf_counter() - started,
     )
 
@@ -432,11 +453,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_old_builds(index_dir: Path, keep: str) -> None:
-    """Keep the new build and the one before it (a reader may still have it open)."""
-    builds = sorted(p for p in index_dir.glob("build-*") if p.is_dir() and p.name != keep)
-    for old in builds[:-1]:
-        shutil.rmtree(old, ignore_errors=True)
+def _current_name(index_dir: Path) -> str | None:
+    try:
+        return (index_dir / POINTER).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _remove_old_builds(index_dir: Path, keep: Collection[str | None]) -> None:
+    """Keep the new build and the one served before it (a reader may still be using it)."""
+    for old in index_dir.glob("build-*"):
+        if old.is_dir() and old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +496,7 @@ def read_manifest(index_dir: Path) -> Manifest:
         ) from None
     except (ValueError, TypeError, KeyError) as exc:
         raise IndexCorruptError(
-            f"{path} is not a valid manifest ({type(exc).__name__}); "
+            f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); "
             "rebuild with `python -m service ingest`"
         ) from None
 
@@ -588,11 +616,6 @@ def ensure_index(
     if not force:
         try:
             data = load_index(settings.index_dir)
-            if data.manifest.dimension != embedder.dimension:
-                raise IndexMismatchError(
-                    f"{data.path / MANIFEST} has dimension {data.manifest.dimension}, the model "
-                    f"gives {embedder.dimension}; rebuild with `python -m service ingest`"
-                )
             if loaded is not None:
                 reasons = stale_reasons(
                     data.manifest, settings, embedder, corpus_hash(loaded.documents)
@@ -600,12 +623,23 @@ def ensure_index(
                 if reasons:
                     reason = "index is stale: " + ", ".join(reasons)
                     data = None
-            elif data.manifest.model != embedder.name:
+            if data is not None and data.manifest.dimension != embedder.dimension:
+                raise IndexMismatchError(
+                    f"{data.path / MANIFEST} has dimension {data.manifest.dimension}, the model "
+                    f"gives {embedder.dimension}; rebuild with `python -m service ingest`"
+                )
+            if data is not None and loaded is None and data.manifest.model != embedder.name:
                 raise IndexMismatchError(
                     f"{data.path / MANIFEST} was built with model '{data.manifest.model}', "
                     f"QA_MODEL is '{embedder.name}'; set QA_MODEL to match or rebuild"
                 )
         except IndexError as exc:
+            if loaded is None and isinstance(exc, IndexMissingError):
+                raise IndexMissingError(
+                    f"no index in {settings.index_dir}/ and no corpus folder "
+                    f"{settings.corpus_dir}/ to build it from; set QA_CORPUS_DIR to the folder "
+                    "of documents"
+                ) from None
             if loaded is None:
                 raise
             reason = str(exc).split(";")[0]

@@ -149,7 +149,8 @@ STOPWORDS = frozenset(
         "like",
     ]
 )
-_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+# Letters and digits of any script ("tgf-β1" keeps its β), joined by hyphens or apostrophes.
+_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*")
 
 
 @lru_cache(maxsize=1)
@@ -172,7 +173,7 @@ def words(text: str) -> list[str]:
     """Lower-cased words, hyphenated compounds also split into their parts."""
     out: list[str] = []
     for token in _WORD.findall(_fold(text)):
-        token = token.replace("'s", "").strip("'")
+        token = re.sub(r"'s$", "", token).strip("'")
         if "-" in token:
             out.extend(p for p in token.split("-") if p)
             out.append(token.replace("-", ""))

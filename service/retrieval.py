@@ -187,6 +187,8 @@ class Retriever:
     ) -> np.ndarray[Any, np.dtype[np.int64]] | None:
         if document_ids is None:
             return None
+        if isinstance(document_ids, str):  # one id, not a collection of one-letter ids
+            document_ids = [document_ids]
         unknown = [d for d in document_ids if d not in self.data.documents]
         if unknown:
             raise UnknownDocumentError(unknown)
@@ -211,7 +213,10 @@ class Retriever:
                 params = faiss.SearchParameters()
             params.sel = selector
             scores, ids = self.data.vectors.search(query, n, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        # Equal scores in corpus order, as in the BM25 and fused rankings (FAISS leaves ties
+        # in heap order).
+        return sorted(found, key=lambda item: (-item[1], item[0]))
 
     def _bm25(
         self, tokens: list[str], n: int, allowed: np.ndarray[Any, np.dtype[np.int64]] | None
@@ -231,11 +236,16 @@ class Retriever:
         top = top[np.lexsort((top, -scores[top]))]
         return [(int(i), float(scores[i])) for i in top]
 
-    def _fuse(self, rankings: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int, float]]:
+    def _fuse(
+        self,
+        rankings: Sequence[Sequence[tuple[int, float]]],
+        weights: Sequence[float] | None = None,
+    ) -> list[tuple[int, float]]:
         fused: dict[int, float] = {}
-        for ranking in rankings:
+        for n, ranking in enumerate(rankings):
+            weight = weights[n] if weights else 1.0
             for rank, (row, _score) in enumerate(ranking, start=1):
-                fused[row] = fused.get(row, 0.0) + 1.0 / (self.settings.rrf_k + rank)
+                fused[row] = fused.get(row, 0.0) + weight / (self.settings.rrf_k + rank)
         return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 

@@ -54,3 +54,41 @@ def real_engine(real_settings: Settings) -> Iterator[object]:
 
     engine, _ = Engine.start(real_settings)
     yield engine
+
+
+# -- a tiny corpus with hand-checkable rankings (tests/test_retrieval.py, tests/test_cli_*.py) --
+
+TINY_DOCS: dict[str, str] = {
+    "knee.md": (
+        "---\nid: knee\ntitle: Knee Cartilage\nyear: 2021\njournal: Knee Journal\n"
+        "authors: [Ames K]\ndoi: 10.1000/knee.1\n---\n\n# Knee Cartilage\n\n"
+        "Injected stem cells rebuilt knee cartilage in older patients.\n\n"
+        "## Pain\n\nKnee pain fell after one injection.\n"
+    ),
+    "disc.md": (
+        "---\nid: disc\ntitle: Spinal Discs\nyear: 2023\n---\n\n# Spinal Discs\n\n"
+        "Disc injections of stem cells lowered the reoperation rate to seven percent.\n"
+    ),
+    "lung.md": (
+        "---\nid: lung\ntitle: Lung Fibrosis\nyear: 2025\n---\n\n# Lung Fibrosis\n\n"
+        "Nebulized vesicles improved lung function in fibrosis patients.\n"
+    ),
+    "skin.md": (
+        "---\nid: skin\ntitle: Skin Aging\nyear: 2024\n---\n\n# Skin Aging\n\n"
+        "Exosomes restored skin elasticity in aging mice.\n"
+    ),
+}
+
+
+def write_tiny_corpus(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in TINY_DOCS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def tiny_settings(tmp_path: Path) -> Settings:
+    """Four short curated documents (five chunks) and the hashing embedder."""
+    settings = make_settings(tmp_path)
+    write_tiny_corpus(settings.corpus_dir)
+    return settings

@@ -16,6 +16,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service.api.openai_routes import (
+    body_too_large,
+    is_openai_path,
+    openai_http_error,
+    openai_router,
+    openai_validation_error,
+)
 from service.api.routes import router
 from service.api.state import AppState
 from service.config import Settings, get_settings
@@ -61,7 +68,7 @@ class BodyLimitMiddleware:
             except ValueError:
                 too_big = False
             if too_big:
-                await self._refuse(send)
+                await self._refuse(scope, send)
                 return
         received = 0
         refused = False
@@ -79,13 +86,15 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse(
-            {"error": f"request body too large (limit {self.limit} bytes)", "details": []},
-            status_code=413,
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        content = (
+            body_too_large(self.limit)
+            if is_openai_path(scope.get("path", ""))
+            else {"error": f"request body too large (limit {self.limit} bytes)", "details": []}
         )
+        response = JSONResponse(content, status_code=413)
         await response({"type": "http"}, _empty_receive, send)
 
 
@@ -167,9 +176,12 @@ def create_app(
     )
     app.state.qa = state
     app.include_router(router)
+    app.include_router(openai_router)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if is_openai_path(request.url.path):
+            return openai_validation_error(request, exc)
         details = []
         status = 422
         for err in exc.errors():
@@ -183,7 +195,9 @@ def create_app(
         return JSONResponse({"error": error, "details": details}, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if is_openai_path(request.url.path):
+            return openai_http_error(request, exc)
         detail = exc.detail if isinstance(exc.detail, str) else "error"
         return JSONResponse(
             {"error": detail, "details": []}, status_code=exc.status_code, headers=exc.headers

@@ -73,7 +73,9 @@ def contains_answer(text: str, answers: Iterable[str]) -> bool:
     return any(normalize(a) in haystack for a in answers)
 
 
-def passage_qrels(questions: Sequence[Question], chunks: Sequence[Chunk]) -> dict[str, dict[str, int]]:
+def passage_qrels(
+    questions: Sequence[Question], chunks: Sequence[Chunk]
+) -> dict[str, dict[str, int]]:
     """question id -> {chunk id: 1} for chunks that hold an answer in a relevant document."""
     qrels: dict[str, dict[str, int]] = {}
     for q in questions:

@@ -134,7 +134,11 @@ def draw_plots(result: EvalResult, out_dir: Path) -> list[Path]:
     ax.set_ylabel("risk (share of answers that are wrong or out of scope)")
     ax.set_title("Risk-coverage over the abstention threshold")
     ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, max(0.05, max((p["risk"] for m in modes for p in result.modes[m].risk_coverage), default=0)) * 1.1)
+    ax.set_ylim(
+        0,
+        max(0.05, max((p["risk"] for m in modes for p in result.modes[m].risk_coverage), default=0))
+        * 1.1,
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

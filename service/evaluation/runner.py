@@ -105,9 +105,13 @@ class HttpBackend:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"{self.base}{path} answered {exc.code}: {exc.read()[:200]!r}") from None
+            raise RuntimeError(
+                f"{self.base}{path} answered {exc.code}: {exc.read()[:200]!r}"
+            ) from None
         except urllib.error.URLError as exc:
-            raise RuntimeError(f"cannot reach {self.base} ({exc.reason}); is the server running?") from None
+            raise RuntimeError(
+                f"cannot reach {self.base} ({exc.reason}); is the server running?"
+            ) from None
 
     def chunks(self) -> list[Chunk]:
         out: list[Chunk] = []
@@ -116,8 +120,16 @@ class HttpBackend:
             for n, c in enumerate(doc["chunks"]):
                 text = doc["text"][c["start"] : c["end"]]
                 out.append(
-                    Chunk(c["chunk_id"], doc["id"], n, c["section"], text, c["start"], c["end"],
-                          (Span(c["start"], c["end"]),))  # fmt: skip
+                    Chunk(
+                        c["chunk_id"],
+                        doc["id"],
+                        n,
+                        c["section"],
+                        text,
+                        c["start"],
+                        c["end"],
+                        (Span(c["start"], c["end"]),),
+                    )
                 )
         return out
 
@@ -186,7 +198,10 @@ def retrieval_metrics(
     from ranx import Qrels, Run, evaluate
 
     doc_scores = evaluate(
-        Qrels(doc_qrels), Run(doc_run), ["hit_rate@1", "hit_rate@3", "hit_rate@5"], make_comparable=True
+        Qrels(doc_qrels),
+        Run(doc_run),
+        ["hit_rate@1", "hit_rate@3", "hit_rate@5"],
+        make_comparable=True,
     )
     passage_scores = evaluate(
         Qrels(passage_qrels_),
@@ -342,7 +357,9 @@ def gate_failures(result: EvalResult, mode: str = "hybrid") -> list[str]:
         if value is None or value < floor:
             failures.append(f"{mode} {metric} = {value:.3f} < {floor}")
     if m.abstention["unrelated_answered_count"] > GATE_MAX_UNRELATED_ANSWERED:
-        failures.append(f"{int(m.abstention['unrelated_answered_count'])} unrelated questions answered")
+        failures.append(
+            f"{int(m.abstention['unrelated_answered_count'])} unrelated questions answered"
+        )
     if m.abstention["in_scope_abstained"] > GATE_MAX_IN_SCOPE_ABSTAINED:
         failures.append(
             f"{m.abstention['in_scope_abstained']:.1%} of in-scope questions abstained "
