@@ -145,9 +145,9 @@ def compose_answer(
             overlap = (
                 sum(weight(t) for t in query_terms & terms) / query_weight if query_weight else 0.0
             )
-            score = float(cosines[s_pos]) + 0.35 * overlap - 0.02 * pos
+            score = float(cosines[s_pos]) + 0.5 * overlap - 0.05 * pos
             if wants_quantity and re.search(r"\d", sentence):
-                score += 0.08
+                score += 0.15
             if sentence.lower().startswith("source:"):
                 score -= 0.05  # a citation line answers only "who/where published" questions
             candidates.append(_Candidate(pos, s_pos, score, span, hit.chunk.document_id))
@@ -222,7 +222,7 @@ def _select(
     for cand in ranked:
         if len(chosen) >= limit:
             break
-        if chosen and cand.score < best - 0.1:
+        if chosen and cand.score < best - 0.25:
             break
         if duplicate(cand):
             continue

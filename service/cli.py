@@ -88,6 +88,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     progress = Progress(args.quiet)
     settings = _settings(args)
+    if not settings.corpus_dir.is_dir():
+        raise CliError(
+            f"corpus folder {settings.corpus_dir}/ does not exist; create it and add documents "
+            "or set QA_CORPUS_DIR"
+        )
     started = time.perf_counter()
     progress.say(f"loading model '{settings.model}' ...")
     embedder = load_embedder(settings)
@@ -116,6 +121,7 @@ def _citation_fields(hit: Any) -> dict[str, Any]:
         "journal": doc.journal,
         "doi": doc.doi,
         "pmid": doc.pmid,
+        "pmcid": doc.pmcid,
         "url": doc.url,
         "study_type": doc.study_type,
         "section": hit.chunk.section,

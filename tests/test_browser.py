@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from service.config import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -89,16 +90,20 @@ def _ready(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real server as a subprocess; yields its base URL once /readyz says 200."""
+def server(
+    tmp_path_factory: pytest.TempPathFactory, real_settings: Settings, real_engine: object
+) -> Iterator[str]:
+    """The real server as a subprocess; yields its base URL once /readyz says 200.
+
+    It serves the session's real corpus copy and the index ``real_engine`` already built, so the
+    model is the real one and no second index build is needed.
+    """
     tmp = tmp_path_factory.mktemp("browser-server")
-    corpus = tmp / "corpus"
-    shutil.copytree(CORPUS, corpus)
     env = dict(os.environ)
     env.pop("QA_MODEL", None)  # the real bundled model
     env.update(
-        QA_CORPUS_DIR=str(corpus),
-        QA_INDEX_DIR=str(tmp / "index"),
+        QA_CORPUS_DIR=str(real_settings.corpus_dir),
+        QA_INDEX_DIR=str(real_settings.index_dir),
         PYTHONUNBUFFERED="1",
     )
     port = _free_port()
