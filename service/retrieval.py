@@ -49,6 +49,7 @@ class Signals:
     bm25_top: float
     query_terms: int
     known_terms: int
+    known_weight: float = 0.0  # IDF-weighted share of the question's terms the corpus knows
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ class Retriever:
     @property
     def documents(self) -> dict[str, Document]:
         return self.data.documents
+
+    def _known_weight(self, terms: set[str]) -> float:
+        total = sum(self.term_weight(t) for t in terms)
+        known = sum(self.term_weight(t) for t in terms if t in self._vocab)
+        return known / total if total else 0.0
 
     def term_weight(self, term: str) -> float:
         """IDF of a stemmed term; unknown terms weigh as much as the rarest."""
@@ -179,6 +185,7 @@ class Retriever:
             bm25_top=float(lexical[0][1]) if lexical else 0.0,
             query_terms=len(set(tokens)),
             known_terms=len(set(tokens) & self._vocab),
+            known_weight=self._known_weight(set(tokens)),
         )
         return SearchResult(query, mode, hits, vector, signals)
 

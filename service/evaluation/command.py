@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from service.evaluation.dataset import export_beir, load_questions
-from service.evaluation.runner import MODES, gate_failures, run_evaluation
+from service.evaluation.runner import MODES, gate_failures, run_evaluation, target_misses
 
 
 def register(sub: Any) -> None:
@@ -84,6 +84,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if "hybrid" in result.modes:
         failures = gate_failures(result)
         print("\nquality gate: " + ("passes" if not failures else "FAILS: " + "; ".join(failures)))
+        misses = target_misses(result)
+        if misses:
+            print("targets not met yet: " + "; ".join(misses))
         if failures and args.gate:
             return 1
     sys.stdout.flush()

@@ -6,7 +6,12 @@ import json
 import os
 from pathlib import Path
 
-from service.evaluation.runner import RETRIEVAL_METRICS, EvalResult, gate_failures
+from service.evaluation.runner import (
+    RETRIEVAL_METRICS,
+    EvalResult,
+    gate_failures,
+    target_misses,
+)
 
 ANSWER_METRICS = ("answer_contains", "cites_relevant")
 ABSTAIN_METRICS = ("in_scope_abstained", "unrelated_abstained", "near_domain_abstained")
@@ -55,8 +60,12 @@ def format_markdown(result: EvalResult) -> str:
         "the answer cites a relevant document.",
         "",
     ]
-    failures = gate_failures(result) if "hybrid" in result.modes else []
-    out.append("Quality gate (hybrid): " + ("passes" if not failures else "; ".join(failures)))
+    if "hybrid" in result.modes:
+        failures = gate_failures(result)
+        misses = target_misses(result)
+        out.append("Quality gate (hybrid): " + ("passes" if not failures else "; ".join(failures)))
+        out.append("")
+        out.append("Targets not met yet: " + ("none" if not misses else "; ".join(misses)))
     return "\n".join(out) + "\n"
 
 
