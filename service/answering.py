@@ -271,8 +271,9 @@ def _abstention(
 ) -> Answer:
     topics = ""
     if documents:
-        titles = "; ".join(sorted({d.title for d in documents.values()}))
-        topics = f" The collection covers: {titles}."
+        titles = sorted({d.title for d in documents.values()})
+        shown = "; ".join(titles[:8]) + (f"; and {len(titles) - 8} more" if len(titles) > 8 else "")
+        topics = f" The collection covers: {shown}."
     reason = (
         "no passage matched the question"
         if not result.hits

@@ -3,8 +3,9 @@
 Reads JSONL rows ``{"question": str, "in_scope": bool}`` (or evaluation rows with ``kind``:
 ``in_scope`` counts as in scope, ``unrelated`` as out of scope; ``near_domain`` rows are left out,
 since the retrieval signals cannot tell them apart from answerable questions), computes each
-question's coverage score (see :func:`service.answering.coverage`) and reports, for candidate thresholds, how many
-in-scope questions would be wrongly abstained and how many out-of-scope ones answered. The
+question's coverage score (see :func:`service.answering.coverage`) and reports, for candidate
+thresholds, how many in-scope questions would be wrongly abstained and how many out-of-scope
+ones answered. The
 recommended threshold is the middle of the widest gap between the two groups' scores when they
 separate cleanly, otherwise the threshold with the fewest errors (answering an out-of-scope
 question counts as twice as bad as abstaining on an in-scope one).

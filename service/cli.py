@@ -284,7 +284,13 @@ def _register_soak(sub: Any) -> None:
     register(sub)
 
 
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_eval, _register_soak]
+def _register_bench(sub: Any) -> None:
+    from service.evaluation.bench import register
+
+    register(sub)
+
+
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = [_register_eval, _register_soak, _register_bench]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

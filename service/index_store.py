@@ -403,6 +403,13 @@ def build_index(
         previous = _current_name(index_dir)
         os.replace(tmp, final)
         _set_current(index_dir, name)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = exc.strerror or str(exc)
+        raise IndexError(
+            f"cannot write the index to {index_dir}/ ({reason}); the previous index is "
+            "unchanged. Free disk space or set QA_INDEX_DIR to a writable folder"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -178,7 +178,7 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path, folders: tuple[Pa
         ],
     )
     assert missing.returncode == 1
-    assert_one_line_error(missing, r"^error: no index in .*/index/ and no corpus folder .*/nope/")
+    assert_one_line_error(missing, r"^error: corpus folder .*/nope/ does not exist")
     assert unwritable.returncode == 1
     assert_one_line_error(
         unwritable,

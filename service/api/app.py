@@ -1,4 +1,11 @@
-"""FastAPI application factory: lifespan loading, limits, errors, security headers, static page."""
+"""FastAPI application factory: lifespan loading, limits, errors, security headers, static page.
+
+Every response carries ``X-Content-Type-Options: nosniff``, a Content-Security-Policy and no
+``Server`` header (``service serve`` also turns off uvicorn's). CORS is off unless
+``cors_origins`` lists origins; the per-client rate limit is off unless
+``rate_limit_per_minute`` is set (see :mod:`service.api.ratelimit`); the admin endpoints are
+off unless ``admin_token`` is set (see :mod:`service.api.admin_routes`).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +18,22 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
+from service.api.admin_routes import ReindexState, admin_disabled_router, admin_router
 from service.api.openai_routes import (
     body_too_large,
+    error_response,
     is_openai_path,
     openai_http_error,
     openai_router,
     openai_validation_error,
 )
+from service.api.ratelimit import RateLimitMiddleware, is_limited_path
 from service.api.routes import router
 from service.api.state import AppState
 from service.config import Settings, get_settings
@@ -71,21 +82,31 @@ class BodyLimitMiddleware:
                 await self._refuse(scope, send)
                 return
         received = 0
-        refused = False
+        started = False
+        path: str = scope.get("path", "")
 
         async def limited_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    refused = True
-                    raise _BodyTooLarge
+                    # An HTTPException passes through FastAPI's body parsing unchanged (any
+                    # other error becomes a 400), so the handlers answer 413 in the right shape.
+                    raise _BodyTooLarge(self.limit, path)
             return message
 
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
+            if started:  # pragma: no cover - the body is read before anything is sent
+                raise
             await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
@@ -98,8 +119,16 @@ class BodyLimitMiddleware:
         await response({"type": "http"}, _empty_receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """A body found too large while being read (no Content-Length, or a false one)."""
+
+    def __init__(self, limit: int, path: str) -> None:
+        detail: str | dict[str, Any] = (
+            body_too_large(limit)["error"]
+            if is_openai_path(path)
+            else f"request body too large (limit {limit} bytes)"
+        )
+        super().__init__(status_code=413, detail=detail)  # type: ignore[arg-type]
 
 
 async def _empty_receive() -> Message:
@@ -116,9 +145,12 @@ class SecurityHeadersMiddleware:
             return
         path: str = scope.get("path", "")
         csp = DOCS_CSP if path in ("/docs", "/redoc") else PAGE_CSP
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
                 headers += [
                     (b"x-content-type-options", b"nosniff"),
@@ -129,12 +161,70 @@ class SecurityHeadersMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Answered here rather than by Starlette's outermost error middleware, so that the
+            # 500 carries the security headers too. Nothing of the error is shown.
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), path)
+            response = internal_error(path)
+            await response(scope, receive, send_with_headers)
+
+
+def internal_error(path: str) -> JSONResponse:
+    """The generic 500: the service's error shape, or OpenAI's under ``/v1/``."""
+    if is_openai_path(path):
+        return error_response(
+            500, "The server had an error while processing your request.", "server_error"
+        )
+    return JSONResponse({"error": "internal error", "details": []}, status_code=500)
 
 
 def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
+
+
+def _clearer_body_error(exc: StarletteHTTPException) -> StarletteHTTPException:
+    """FastAPI's 400 "error parsing the body", saying why when the cause is known."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return exc
+    if isinstance(cause, RecursionError):
+        detail = "malformed JSON: the body is nested too deeply"
+    elif isinstance(cause, UnicodeDecodeError):
+        detail = "malformed JSON: the body is not valid UTF-8"
+    else:
+        return exc
+    return StarletteHTTPException(status_code=400, detail=detail, headers=exc.headers)
+
+
+def _document_rate_limit(app: FastAPI) -> None:
+    """List the rate limit's 429 among the responses of every limited operation."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = generate()
+            for path, operations in spec.get("paths", {}).items():
+                if not is_limited_path(path):
+                    continue
+                shape = "OpenAIErrorResponse" if is_openai_path(path) else "ErrorResponse"
+                for operation in operations.values():
+                    operation.setdefault("responses", {})["429"] = {
+                        "description": "Rate limit exceeded; retry after Retry-After seconds.",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": f"#/components/schemas/{shape}"}
+                            }
+                        },
+                    }
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -175,8 +265,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.qa = state
+    app.state.reindex = ReindexState()
     app.include_router(router)
     app.include_router(openai_router)
+    if settings.admin_token:
+        app.include_router(admin_router)
+    else:
+        app.include_router(admin_disabled_router)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -196,6 +291,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        exc = _clearer_body_error(exc)
         if is_openai_path(request.url.path):
             return openai_http_error(request, exc)
         detail = exc.detail if isinstance(exc.detail, str) else "error"
@@ -204,13 +300,30 @@ def create_app(
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Normally SecurityHeadersMiddleware answers first; this is the last resort.
         log.exception("unhandled error")
-        return JSONResponse({"error": "internal error", "details": []}, status_code=500)
+        return internal_error(request.url.path)
+
+    if settings.rate_limit_per_minute > 0:
+        _document_rate_limit(app)
 
     static_dir = resources.files("service") / "static"
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
-    # Outermost first: the body limit runs before anything reads the body.
-    app.add_middleware(SecurityHeadersMiddleware)
+    # Each add_middleware wraps the ones added before it, so the order from the outside in is:
+    # security headers (on every response, 500s included) -> CORS (when origins are set) ->
+    # rate limit (before any body is read) -> body limit -> routes.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    if settings.rate_limit_per_minute > 0:
+        app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -177,7 +177,8 @@ def load_base_questions(path: Path = QUESTIONS_FILE) -> list[str]:
 
 
 class QuestionSource:
-    """Distinct questions: the labelled questions, each later pass with a number appended."""
+    """Distinct questions: the labelled questions, each with a request number appended (one or
+    two extra word pieces), so no two requests share a cached query vector."""
 
     def __init__(self, base: Sequence[str], prefix: str = "") -> None:
         self.base = list(base)
@@ -188,7 +189,7 @@ class QuestionSource:
         i = self.n
         self.n += 1
         text = self.base[i % len(self.base)]
-        return f"{text} ({self.prefix}{i})"
+        return f"{text} {self.prefix}{i}"
 
     def take(self, count: int) -> list[str]:
         return [self.next() for _ in range(count)]
@@ -209,7 +210,7 @@ def machine_info() -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 memory_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("torch", "onnxruntime", "faiss-cpu", "numpy", "sentence-transformers", "uvicorn"):
         try:
             versions[name] = metadata.version(name)
@@ -234,6 +235,13 @@ def rss_mb(pid: int | None = None) -> float:
     raise BenchError(f"no VmRSS in {path}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 # -- settings -> environment of the server ------------------------------------------------------
 
 _ENV_FIELDS = (
@@ -247,6 +255,7 @@ _ENV_FIELDS = (
     "query_batching",
     "query_batch_wait_ms",
     "query_batch_max",
+    "query_batch_workers",
     "embed_context",
     "chunk_max_tokens",
     "chunk_overlap_sentences",
@@ -447,7 +456,7 @@ async def _load(
                     status, body = await asyncio.wait_for(
                         _exchange(connection[0], connection[1], raw), timeout
                     )
-                except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                     result.note_error(f"{type(exc).__name__}: {exc}"[:200])
                     if connection is not None:
                         connection[1].close()
@@ -497,7 +506,7 @@ def bench_in_process(settings: Any, config: BenchConfig, say: Say) -> dict[str, 
     retriever = engine.retriever
     data = retriever.data
     base = load_base_questions()
-    source = QuestionSource(base, "in-process ")
+    source = QuestionSource(base, "")
     raw_embedder.embed(source.take(4))  # warm-up
     embed_runs: list[dict[str, float]] = []
     batch_runs: list[float] = []
@@ -509,12 +518,16 @@ def bench_in_process(settings: Any, config: BenchConfig, say: Say) -> dict[str, 
         questions = source.take(config.inprocess_calls)
         times = []
         vectors = []
+        cpu = time.process_time()
         for q in questions:
             t0 = time.perf_counter()
             vectors.append(raw_embedder.embed([q])[0])
             times.append(time.perf_counter() - t0)
-        embed_runs.append(_latency_percentiles(times))
-        batches = [questions[i : i + 16] for i in range(0, len(questions) - 15, 16)]
+        cpu = time.process_time() - cpu
+        embed_runs.append(
+            {**_latency_percentiles(times), "cpu_ms_mean": cpu * 1000 / len(questions)}
+        )
+        batches = [questions[i : i + 16] for i in range(0, len(questions), 16)]
         per_question = []
         for batch in batches:
             t0 = time.perf_counter()
@@ -540,8 +553,10 @@ def bench_in_process(settings: Any, config: BenchConfig, say: Say) -> dict[str, 
             )
             times.append(time.perf_counter() - t0)
         compose_runs.append(percentile([t * 1000 for t in times], 50))
+        for q in questions:  # fill the query-vector cache: ask without the encoder
+            retriever.embed_query(q)
         times = []
-        for q in questions:  # query vectors are cached by now: ask without the encoder
+        for q in questions:
             t0 = time.perf_counter()
             engine.ask(q)
             times.append(time.perf_counter() - t0)
@@ -568,7 +583,7 @@ def bench_ingest(settings: Any, config: BenchConfig, say: Say) -> dict[str, Any]
     for run in range(config.ingest_runs):
         say(f"ingest: run {run + 1}/{config.ingest_runs}")
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-            fresh = replace(settings, index_dir=Path(tmp) / "index")
+            fresh = settings.model_copy(update={"index_dir": Path(tmp) / "index"})
             t0 = time.perf_counter()
             loaded = load_corpus(fresh.corpus_dir)
             report = build_index(fresh, embedder, documents=loaded.documents)
@@ -615,7 +630,7 @@ def _http_and_memory(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     port = server.port
     base = load_base_questions()
-    source = QuestionSource(base, "http ")
+    source = QuestionSource(base, "")
     limit = config.seconds_per_run
     time.sleep(0.5)
     memory: dict[str, Any] = {}
@@ -645,9 +660,17 @@ def _http_and_memory(
         runs = []
         for run in range(config.repeats):
             say(f"http {endpoint}: 1 client, run {run + 1}/{config.repeats}")
+            cpu = cpu_seconds(server.pid)
             result = run_load(port, endpoint, source, 1, config.requests_1_client, limit)
+            cpu = cpu_seconds(server.pid) - cpu
             errors += result.errors
-            runs.append({**_latency_percentiles(result.latencies), "errors": result.errors})
+            runs.append(
+                {
+                    **_latency_percentiles(result.latencies),
+                    "server_cpu_ms_per_request": cpu * 1000 / max(1, result.requests),
+                    "errors": result.errors,
+                }
+            )
         single[endpoint] = {**_merge_runs(runs), "requests_per_run": config.requests_1_client}
     repeated_runs = []
     for _ in range(config.repeats):
@@ -662,9 +685,11 @@ def _http_and_memory(
             runs = []
             for run in range(config.repeats):
                 say(f"http {endpoint}: {clients} clients, run {run + 1}/{config.repeats}")
+                cpu = cpu_seconds(server.pid)
                 result = run_load(
                     port, endpoint, source, clients, config.requests_concurrent, limit
                 )
+                cpu = cpu_seconds(server.pid) - cpu
                 errors += result.errors
                 examples += result.error_examples
                 lat = _latency_percentiles(result.latencies)
@@ -673,6 +698,7 @@ def _http_and_memory(
                         "requests_per_s": result.requests / result.seconds,
                         "p50": lat["p50"],
                         "p99": lat["p99"],
+                        "server_cpu_ms_per_request": cpu * 1000 / max(1, result.requests),
                         "errors": result.errors,
                         "requests": result.requests,
                     }
@@ -745,9 +771,7 @@ def _scale_worker(spec: dict[str, Any]) -> dict[str, Any]:
         index.hnsw.efConstruction = int(spec["ef_construction"])
         index.add(vectors)
     elif kind == "hnsw-sq8":
-        index = faiss.IndexHNSWSQ(
-            d, faiss.ScalarQuantizer.QT_8bit, int(spec["m"]), faiss.METRIC_INNER_PRODUCT
-        )
+        index = faiss.index_factory(d, f"HNSW{int(spec['m'])},SQ8", faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = int(spec["ef_construction"])
         index.train(vectors[: min(n, 100_000)])
         index.add(vectors)
@@ -765,6 +789,9 @@ def _scale_worker(spec: dict[str, Any]) -> dict[str, Any]:
     index = faiss.read_index(str(path))
     after = rss_mb()
     path.unlink()
+    # One thread per search, as in a server answering concurrent requests (FAISS's OpenMP
+    # teams on a busy 2-core machine cost more than they gain: 41 ms vs 14 ms for flat 100k).
+    faiss.omp_set_num_threads(1)
     efs = list(spec["ef_search"]) if kind != "flat" else [None]
     rows = []
     truth = np.load(spec["truth"]) if spec.get("truth") else None
@@ -801,8 +828,12 @@ def _scale_worker(spec: dict[str, Any]) -> dict[str, Any]:
 def _run_scale_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     code = "import json,sys; from service.evaluation.bench import _scale_worker as w; "
     code += "print(json.dumps(w(json.loads(sys.argv[1]))))"
+    # A fixed mmap threshold: freed large blocks go back to the OS, so the RSS growth on
+    # loading the index is the index's own memory.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     done = subprocess.run(
         [sys.executable, "-c", code, json.dumps(spec)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -859,7 +890,8 @@ def bench_scale(settings: Any, config: BenchConfig, say: Say) -> dict[str, Any]:
                 "the centre), queries drawn from the same clusters"
             )
             + "; the vector index only (the service also keeps chunk records, BM25 and "
-            "per-sentence vectors, which are not generated here); one query per search call; "
+            "per-sentence vectors, which are not generated here); one query per search call, "
+            "FAISS searching on one thread (indexes are built on all cores); "
             "memory_mb is the RSS growth on loading the saved index in a fresh process"
         ),
     }
@@ -1003,6 +1035,8 @@ def format_markdown(report: dict[str, Any]) -> str:
             "|---|---|---|",
             f"| query embedding, 1 question | {_fmt(inproc['query_embedding_ms']['p50'], 2)} | "
             f"{_fmt(inproc['query_embedding_ms']['p99'], 2)} |",
+            "| query embedding, 1 question, CPU time (mean) | "
+            f"{_fmt(inproc['query_embedding_ms']['cpu_ms_mean'], 2)} | |",
             "| query embedding, per question in a batch of 16 | "
             f"{_fmt(inproc['query_embedding_batch16_ms_per_question'], 2)} | |",
         ]
@@ -1019,24 +1053,27 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines += [
             "## HTTP, one client (milliseconds)",
             "",
-            "| endpoint | p50 | p95 | p99 |",
-            "|---|---|---|---|",
+            "| endpoint | p50 | p95 | p99 | server CPU ms/request |",
+            "|---|---|---|---|---|",
         ]
         for endpoint, row in http["single_client_ms"].items():
             lines.append(
-                f"| {endpoint} | {_fmt(row['p50'])} | {_fmt(row['p95'])} | {_fmt(row['p99'])} |"
+                f"| {endpoint} | {_fmt(row['p50'])} | {_fmt(row['p95'])} | {_fmt(row['p99'])} | "
+                f"{_fmt(row.get('server_cpu_ms_per_request'))} |"
             )
         lines += [
             "",
             "## HTTP, concurrent clients",
             "",
-            "| endpoint | clients | requests/s | p50 ms | p99 ms | errors |",
-            "|---|---|---|---|---|---|",
+            "| endpoint | clients | requests/s | p50 ms | p99 ms | server CPU ms/request "
+            "| errors |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in http["concurrent"]:
             lines.append(
                 f"| {row['endpoint']} | {row['clients']} | {_fmt(row['requests_per_s'])} | "
-                f"{_fmt(row['p50'])} | {_fmt(row['p99'])} | {_fmt(row['errors'], 0)} |"
+                f"{_fmt(row['p50'])} | {_fmt(row['p99'])} | "
+                f"{_fmt(row['server_cpu_ms_per_request'])} | {_fmt(row['errors'], 0)} |"
             )
         lines += ["", f"Errors over all HTTP runs: {http['errors']}.", ""]
     memory = report.get("memory") or {}
@@ -1122,6 +1159,7 @@ def run_benchmark(settings: Any, config: BenchConfig, say: Say | None = None) ->
                 "query_batching": s.query_batching,
                 "query_batch_wait_ms": s.query_batch_wait_ms,
                 "query_batch_max": s.query_batch_max,
+                "query_batch_workers": s.query_batch_workers,
                 "corpus_dir": str(s.corpus_dir),
                 "index_dir": str(s.index_dir),
             },
@@ -1168,7 +1206,9 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers")
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers"
+        ) from None
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError("sizes and counts must be positive")
     return values

@@ -1,0 +1,240 @@
+"""The benchmark harness (service/evaluation/bench.py) in a tiny configuration.
+
+One run with the hashing embedder, a few requests to a real server on 127.0.0.1 and a 2,000
+vector scale test; the checks are on the shape and sanity of the report, never on timings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.config import Settings
+from service.evaluation.bench import (
+    SECTIONS,
+    TARGETS,
+    BenchConfig,
+    config_from_args,
+    format_markdown,
+    generate_vectors,
+    measured_targets,
+    percentile,
+    run_benchmark,
+    summary,
+    write_outputs,
+)
+from tests.conftest import CORPUS, make_settings
+
+TINY = BenchConfig(
+    repeats=1,
+    startup_runs=1,
+    ingest_runs=1,
+    inprocess_calls=8,
+    requests_1_client=15,
+    concurrency=(4,),
+    requests_concurrent=40,
+    seconds_per_run=20.0,
+    memory_requests=60,
+    scale=(2_000,),
+    scale_queries=20,
+    server_timeout_s=60.0,
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    settings: Settings = make_settings(tmp_path_factory.mktemp("bench"), CORPUS)
+    assert settings.model == "hash"
+    return run_benchmark(settings, TINY)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _median(stat: dict[str, Any]) -> float:
+    assert stat["min"] <= stat["median"] <= stat["max"]
+    value: float = stat["median"]
+    return value
+
+
+def test_report_has_every_section(report: dict[str, Any]) -> None:
+    for key in ("meta", "startup", "in_process", "http", "memory", "scale", "targets"):
+        assert key in report, key
+    json.dumps(report)  # serialisable as is
+    meta = report["meta"]
+    assert meta["machine"]["cores"] >= 1
+    assert meta["settings"]["model"] == "hash"
+
+
+def test_startup_figures(report: dict[str, Any]) -> None:
+    startup = report["startup"]
+    assert _positive(_median(startup["to_ready_s"]))
+    ingest = startup["ingest"]
+    assert _positive(_median(ingest["seconds"]))
+    assert ingest["documents"] == 5 and ingest["chunks"] > 0
+
+
+def test_in_process_figures(report: dict[str, Any]) -> None:
+    inproc = report["in_process"]
+    embed = inproc["query_embedding_ms"]
+    assert _positive(_median(embed["p50"]))
+    assert _median(embed["p50"]) <= _median(embed["p99"])
+    assert _positive(_median(inproc["query_embedding_batch16_ms_per_question"]))
+    assert set(inproc["retrieval_p50_ms"]) == {"hybrid", "dense", "bm25"}
+    for stat in inproc["retrieval_p50_ms"].values():
+        assert _positive(_median(stat))
+    assert _positive(_median(inproc["answer_composition_p50_ms"]))
+    assert _positive(_median(inproc["ask_without_encoder_p50_ms"]))
+
+
+def test_http_figures(report: dict[str, Any]) -> None:
+    http = report["http"]
+    assert http["errors"] == 0, http["error_examples"]
+    for endpoint in ("/api/search", "/api/ask"):
+        row = http["single_client_ms"][endpoint]
+        p50, p95, p99 = (_median(row[k]) for k in ("p50", "p95", "p99"))
+        assert _positive(p50)
+        assert p50 <= p95 <= p99
+        assert _median(row["errors"]) == 0
+    rows = http["concurrent"]
+    assert {(r["endpoint"], r["clients"]) for r in rows} == {
+        ("/api/search", 4),
+        ("/api/ask", 4),
+    }
+    for row in rows:
+        assert _positive(_median(row["requests_per_s"]))
+        assert _median(row["p50"]) <= _median(row["p99"])
+        assert _median(row["errors"]) == 0
+        assert _median(row["requests"]) == TINY.requests_concurrent
+
+
+def test_memory_figures(report: dict[str, Any]) -> None:
+    memory = report["memory"]
+    assert _positive(memory["rss_at_rest_mb"]) and _positive(memory["rss_after_mb"])
+    assert memory["requests"] == TINY.memory_requests
+    assert memory["errors"] == 0
+
+
+def test_scale_figures(report: dict[str, Any]) -> None:
+    scale = report["scale"]
+    assert "synthetic" in scale["note"]
+    (size,) = scale["sizes"]
+    assert size["chunks"] == 2_000
+    kinds = [ix["kind"] for ix in size["indexes"]]
+    assert kinds == ["flat", "hnsw", "hnsw-sq8"]
+    for ix in size["indexes"]:
+        assert ix["build_s"] >= 0 and _positive(ix["disk_mb"]) and _positive(ix["process_rss_mb"])
+        for row in ix["searches"]:
+            assert _positive(row["p50"]) and row["p50"] <= row["p99"]
+            assert 0.0 <= row["recall_at_10"] <= 1.0
+    flat = size["indexes"][0]["searches"][0]
+    assert flat["recall_at_10"] == 1.0
+    # HNSW on 2,000 clustered vectors finds nearly all true neighbours.
+    best = max(r["recall_at_10"] for r in size["indexes"][1]["searches"])
+    assert best >= 0.9
+
+
+def test_targets_and_outputs(report: dict[str, Any], tmp_path: Path) -> None:
+    targets = report["targets"]
+    assert set(targets) == set(TARGETS)
+    assert targets["http_errors"]["met"] is True
+    assert targets["scale_1m_recall_at_10"]["measured"] is None  # no 1M run here
+    written = write_outputs(report, tmp_path)
+    assert [p.name for p in written] == ["bench-latest.json", "bench-latest.md"]
+    assert json.loads(written[0].read_text())["targets"] == json.loads(json.dumps(targets))
+    text = written[1].read_text()
+    for heading in ("## Targets", "## Start-up", "## In-process", "## HTTP", "## Scale"):
+        assert heading in text
+
+
+# -- pieces --------------------------------------------------------------------------------------
+
+
+def test_percentile_and_summary() -> None:
+    assert percentile([], 50) == 0.0
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile(list(range(101)), 99) == pytest.approx(99.0)
+    s = summary([3.0, 1.0, 2.0])
+    assert (s["median"], s["min"], s["max"]) == (2.0, 1.0, 3.0)
+    assert summary([])["median"] is None
+
+
+def test_generated_vectors_are_unit_length() -> None:
+    import numpy as np
+
+    for kind in ("clustered", "uniform"):
+        vectors = generate_vectors(500, 32, seed=3, kind=kind)
+        assert vectors.shape == (500, 32) and vectors.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    again = generate_vectors(500, 32, seed=3)
+    np.testing.assert_array_equal(again, generate_vectors(500, 32, seed=3))
+
+
+def test_best_approximate_configuration_is_picked_for_1m() -> None:
+    def row(ef: int, p50: float, recall: float) -> dict[str, Any]:
+        return {"ef_search": ef, "p50": p50, "p99": p50 * 2, "recall_at_10": recall}
+
+    report = {
+        "scale": {
+            "sizes": [
+                {
+                    "chunks": 1_000_000,
+                    "indexes": [
+                        {"kind": "flat", "process_rss_mb": 1600, "searches": [row(0, 40, 1)]},
+                        {
+                            "kind": "hnsw",
+                            "process_rss_mb": 1900,
+                            "searches": [
+                                row(64, 1.0, 0.90),
+                                row(128, 2.0, 0.96),
+                                row(256, 4, 0.99),
+                            ],
+                        },
+                    ],
+                }
+            ]
+        }
+    }
+    targets = measured_targets(report)
+    assert targets["scale_1m_recall_at_10"]["measured"] == 0.96
+    assert targets["scale_1m_search_p50_ms"]["measured"] == 2.0
+    assert targets["scale_1m_search_p50_ms"]["config"] == "hnsw, efSearch 128"
+    assert targets["scale_1m_rss_mb"]["met"] is True
+    assert targets["startup_to_ready_s"]["met"] is None  # not measured
+
+
+def test_command_line_flags() -> None:
+    from service.cli import build_parser
+
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["bench", "--quick"]))
+    assert config.scale == (10_000,) and config.repeats == 1
+    config = config_from_args(parser.parse_args(["bench", "--scale", "10000,100000"]))
+    assert config.scale == (10_000, 100_000) and config.repeats == 3
+    assert config_from_args(parser.parse_args(["bench", "--scale", "0"])).scale == ()
+    config = config_from_args(
+        parser.parse_args(["bench", "--sections", "http,scale", "--concurrency", "2,8"])
+    )
+    assert config.sections == ("http", "scale") and config.concurrency == (2, 8)
+    assert set(BenchConfig().sections) == set(SECTIONS)
+
+
+def test_bad_flags_fail_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    assert main(["bench", "--sections", "everything", "--no-write"]) == 1
+    assert "unknown section(s) everything" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--scale", "lots"])
+
+
+def test_markdown_names_the_machine(report: dict[str, Any]) -> None:
+    text = format_markdown(report)
+    assert report["meta"]["machine"]["cpu"] in text
+    assert "median of repeated runs" in text
