@@ -342,7 +342,7 @@ REINDEX_FAILURES: dict[str, tuple[Callable[[Settings], None] | None, Any, str]] 
     "only unusable files": (_only_bad_documents, None, "no usable documents in "),
     "no corpus folder": (_no_corpus_folder, None, "does not exist; create it and add documents"),
     "index folder is a file": (_file_in_place_of_index, None, "cannot write to "),
-    "disk full mid-write": (None, _disk_full, "could not write the new index (No space left"),
+    "disk full mid-write": (None, _disk_full, "cannot write the index to"),
     "embedder crashes": (None, _embedder_crash, "RuntimeError: the encoder died"),
 }
 
