@@ -110,17 +110,20 @@ class QueryBatcher:
     # -- worker --------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=self.idle_exit_s)
-            except queue.Empty:
-                with self._lock:  # embed() enqueues under this lock: nothing can be missed
-                    if self._queue.empty():
-                        self._threads.discard(threading.current_thread())
-                        return
-                continue
-            batch = self._collect(first)
-            self._process(batch)
+        try:
+            while True:
+                try:
+                    first = self._queue.get(timeout=self.idle_exit_s)
+                except queue.Empty:
+                    with self._lock:  # embed() enqueues under this lock: nothing is missed
+                        if self._queue.empty():
+                            self._threads.discard(threading.current_thread())
+                            return
+                    continue
+                self._process(self._collect(first))
+        finally:  # also when the encoder raised SystemExit or the like: a new worker starts
+            with self._lock:
+                self._threads.discard(threading.current_thread())
 
     def _collect(self, first: _Request) -> list[_Request]:
         batch = [first]
