@@ -84,7 +84,10 @@ class QueryBatcher:
         self.workers = workers
         self.name = name
         self.stats = BatcherStats()
-        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: with several consumers, SimpleQueue.get(timeout=...)
+        # can block forever in CPython 3.11 (woken for an item another worker took, it retries
+        # with a negative timeout, which means "no timeout"), stranding the batch it holds.
+        self._queue: queue.Queue[_Request] = queue.Queue()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._last_batch = 0

@@ -34,13 +34,13 @@ TINY = BenchConfig(
     startup_runs=1,
     ingest_runs=1,
     inprocess_calls=8,
-    requests_1_client=15,
+    requests_1_client=10,
     concurrency=(4,),
-    requests_concurrent=40,
+    requests_concurrent=24,
     seconds_per_run=20.0,
-    memory_requests=60,
+    memory_requests=40,
     scale=(2_000,),
-    scale_queries=20,
+    scale_queries=10,
     server_timeout_s=60.0,
 )
 
