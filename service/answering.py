@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -263,30 +263,41 @@ def _needs_previous(hit: Hit, sentence_pos: int) -> bool:
     return bool(_DEPENDENT_OPENER.match(text))
 
 
-def _abstention(
-    result: SearchResult,
-    cover: Coverage,
-    documents: dict[str, Document] | None,
-    started: float,
+def abstention(
+    question: str,
+    coverage: Coverage,
+    reason: str,
+    documents: Mapping[str, Document] | None = None,
 ) -> Answer:
+    """The plain "not covered" answer: no citations, no passages, the collection's topics."""
     topics = ""
     if documents:
         titles = sorted({d.title for d in documents.values()})
         shown = "; ".join(titles[:8]) + (f"; and {len(titles) - 8} more" if len(titles) > 8 else "")
         topics = f" The collection covers: {shown}."
-    reason = (
-        "no passage matched the question"
-        if not result.hits
-        else f"coverage {cover.score:.2f} is below the threshold"
-    )
     return Answer(
-        question=result.query,
+        question=question,
         text="The documents in this collection do not cover this question." + topics,
         sentences=[],
         citations=[],
         passages=[],
         abstained=True,
         abstain_reason=reason,
-        coverage=cover,
-        timings_ms={"answer": round((time.perf_counter() - started) * 1000, 3)},
+        coverage=coverage,
     )
+
+
+def _abstention(
+    result: SearchResult,
+    cover: Coverage,
+    documents: dict[str, Document] | None,
+    started: float,
+) -> Answer:
+    reason = (
+        "no passage matched the question"
+        if not result.hits
+        else f"coverage {cover.score:.2f} is below the threshold"
+    )
+    answer = abstention(result.query, cover, reason, documents)
+    answer.timings_ms["answer"] = round((time.perf_counter() - started) * 1000, 3)
+    return answer

@@ -65,7 +65,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.answering import Answer, Coverage, compose_answer
+from service.answering import Answer, Coverage, abstention
 from service.documents import Document
 from service.engine import Engine
 from service.lexical import STOPWORDS, tokenize, words
@@ -441,11 +441,11 @@ def answer_resolved(engine: Engine, resolution: Resolution) -> ResolvedAnswer:
         if _grounded(last, focus_terms):
             return _finish(last, resolution, "focus+topic", attempts, resolution.retrieval_query)
 
-    answer = not_covered(
+    answer = abstention(
         resolution.question,
-        engine.data.documents,
         last.coverage if last is not None else Coverage(0.0, 0.0, 0.0, 0.0),
         "no passage of the documents in this conversation answers the follow-up",
+        engine.data.documents,
     )
     answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)
     return ResolvedAnswer(answer, resolution, "none", attempts)
@@ -474,46 +474,8 @@ def ask_in_context(
     retrieval_query: str,
     document_ids: Sequence[str] | None = None,
 ) -> Answer:
-    """Retrieve with ``retrieval_query``, then choose and score sentences against ``question``.
-
-    Mirrors :meth:`Engine.ask` (same retriever, same :func:`compose_answer`), except that the
-    passages come from the contextual query while the answer sentences are picked for the
-    question itself. The coverage check sees the contextual query's retrieval signals, so
-    callers must check that the answer is grounded in the question's own words.
-    """
-    retriever = engine.retriever
-    settings = engine.settings
-    started = time.perf_counter()
-    found = retriever.run(retrieval_query, settings.top_k, settings.default_mode, document_ids)
-    retrieval_ms = (time.perf_counter() - started) * 1000
-    result = dataclasses.replace(
-        found, query=question, query_vector=retriever.embed_query(question)
-    )
-    data = retriever.data
-    vectors = [data.chunk_sentence_vectors(h.chunk_index) for h in found.hits]
-    texts = {d.id: d.text for d in data.documents.values()}
-    answer = compose_answer(result, vectors, texts, settings, data.documents, retriever.term_weight)
-    answer.timings_ms["retrieval"] = round(retrieval_ms, 3)
-    answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)
-    return answer
-
-
-def not_covered(
-    question: str,
-    documents: Mapping[str, Document],
-    coverage: Coverage,
-    reason: str,
-) -> Answer:
-    """An abstention worded like the engine's own."""
-    titles = "; ".join(sorted({d.title for d in documents.values()}))
-    topics = f" The collection covers: {titles}." if titles else ""
-    return Answer(
-        question=question,
-        text="The documents in this collection do not cover this question." + topics,
-        sentences=[],
-        citations=[],
-        passages=[],
-        abstained=True,
-        abstain_reason=reason,
-        coverage=coverage,
-    )
+    """Retrieve with ``retrieval_query``, then choose and score sentences against ``question``
+    (:meth:`Engine.ask` with ``retrieval_query``). The coverage check sees the contextual
+    query's retrieval signals, so callers must check the answer is grounded in the question's
+    own words."""
+    return engine.ask(question, document_ids=document_ids, retrieval_query=retrieval_query)

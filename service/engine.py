@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service.answering import Answer, compose_answer
 from service.batching import with_query_batching
@@ -95,18 +95,35 @@ class Engine:
         k: int | None = None,
         mode: RetrievalMode | str | None = None,
         document_ids: Collection[str] | None = None,
+        *,
+        retrieval_query: str | None = None,
     ) -> Answer:
+        """Answer ``question``; with ``retrieval_query``, retrieve passages with that text (a
+        follow-up read in context) but still choose and score sentences against ``question``.
+
+        The coverage check then sees the retrieval query's signals, so callers using
+        ``retrieval_query`` must check the answer is grounded in the question's own words.
+        """
         retriever = self.retriever
         started = time.perf_counter()
         result = retriever.run(
-            question, k or self.settings.top_k, mode or self.settings.default_mode, document_ids
+            retrieval_query or question,
+            k or self.settings.top_k,
+            mode or self.settings.default_mode,
+            document_ids,
         )
         retrieval_ms = (time.perf_counter() - started) * 1000
+        if retrieval_query is not None and retrieval_query != question:
+            result = replace(result, query=question, query_vector=retriever.embed_query(question))
         data = retriever.data
         vectors = [data.chunk_sentence_vectors(h.chunk_index) for h in result.hits]
-        texts = {d.id: d.text for d in data.documents.values()}
         answer = compose_answer(
-            result, vectors, texts, self.settings, data.documents, retriever.term_weight
+            result,
+            vectors,
+            retriever.document_texts,
+            self.settings,
+            data.documents,
+            retriever.term_weight,
         )
         answer.timings_ms["retrieval"] = round(retrieval_ms, 3)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)

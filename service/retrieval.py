@@ -96,6 +96,7 @@ class Retriever:
             k: np.asarray(v, dtype=np.int64) for k, v in grouped.items()
         }
         self._query_cache = _LRU(1024)
+        self.document_texts = {d.id: d.text for d in data.documents.values()}
         vocab: dict[str, int] = dict(getattr(data.bm25, "vocab_dict", {}) or {})
         self._vocab = set(vocab)
         # Inverse document frequency per BM25 term, from the index's own term-chunk matrix.
