@@ -218,7 +218,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------------
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus-dir", dest="corpus_dir", help="corpus folder (QA_CORPUS_DIR)")
     p.add_argument("--index-dir", dest="index_dir", help="index folder (QA_INDEX_DIR)")
     p.add_argument("--model", help="embedding model (QA_MODEL)")
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("ingest", help="build or update the index from corpus/")
-    _add_common(p)
+    add_common_options(p)
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p.set_defaults(func=cmd_ingest)
 
@@ -248,13 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--k", type=int, default=None, help="passages to retrieve (1-20)")
         p.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default=None)
         p.add_argument("--json", action="store_true", help="print the API's JSON")
-        _add_common(p)
+        add_common_options(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("serve", help="serve the API and chat page")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
-    _add_common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("calibrate", help="measure the abstention threshold on labelled questions")
@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="labelled questions (JSONL); repeatable. Default: eval/calibration.jsonl and "
         "eval/questions.jsonl",
     )
-    _add_common(p)
+    add_common_options(p)
     p.set_defaults(func=cmd_calibrate)
 
     for extra in _EXTRA_COMMANDS:

@@ -57,14 +57,6 @@ SCALE_QUERIES = 200
 SCALE_K = 10
 EF_SEARCH = (32, 64, 128, 256)
 QUESTIONS_FILE = Path("eval/questions.jsonl")
-FALLBACK_QUESTIONS = (
-    "What was the reoperation rate after MSC disc injection?",
-    "Do stem cells help with knee osteoarthritis pain?",
-    "Which microRNA did the nebulized vesicles increase?",
-    "Are mesenchymal stem cells safe for lung fibrosis?",
-    "How do stem cells affect aging skin?",
-    "What is the capital of Australia?",
-)
 
 # Targets on the 2-core reference machine (the benchmark reports them; no test times them).
 TARGETS: dict[str, tuple[str, float]] = {
@@ -166,14 +158,9 @@ def _merge_runs(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
 
 
 def load_base_questions(path: Path = QUESTIONS_FILE) -> list[str]:
-    questions: list[str] = []
-    with contextlib.suppress(OSError, ValueError):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                text = json.loads(line).get("question")
-                if isinstance(text, str) and text.strip():
-                    questions.append(text.strip())
-    return questions or list(FALLBACK_QUESTIONS)
+    from service.evaluation.soak import load_questions
+
+    return load_questions(path)
 
 
 class QuestionSource:
@@ -1215,6 +1202,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def register(sub: Any) -> None:
+    from service.cli import add_common_options
+
     p = sub.add_parser("bench", help="measure start-up, latency, throughput, memory and scale")
     p.add_argument("--quick", action="store_true", help="a fast smoke run (small counts)")
     p.add_argument("--scale", type=_ints, help="vector counts, e.g. 10000,100000 (0: skip)")
@@ -1228,10 +1217,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", default="eval/results", help="folder for bench-latest.json/.md")
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the tables")
-    p.add_argument("--corpus-dir", dest="corpus_dir")
-    p.add_argument("--index-dir", dest="index_dir")
-    p.add_argument("--model")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_common_options(p)
     p.set_defaults(func=cmd_bench)
 
 

@@ -12,6 +12,8 @@ from service.evaluation.runner import MODES, gate_failures, run_evaluation, targ
 
 
 def register(sub: Any) -> None:
+    from service.cli import add_common_options
+
     p = sub.add_parser("eval", help="evaluate retrieval, answers and abstention on eval/")
     p.add_argument("--questions", default="eval/questions.jsonl", help="labelled question file")
     p.add_argument("--out", default="eval/results", help="folder for latest.json/.md and plots")
@@ -21,10 +23,7 @@ def register(sub: Any) -> None:
     p.add_argument("--gate", action="store_true", help="exit 1 if the quality gate fails")
     p.add_argument("--export-beir", metavar="DIR", help="also write the set in BEIR layout")
     p.add_argument("--no-write", action="store_true", help="print only; write no files")
-    p.add_argument("--corpus-dir", dest="corpus_dir")
-    p.add_argument("--index-dir", dest="index_dir")
-    p.add_argument("--model")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_common_options(p)
     p.set_defaults(func=cmd_eval)
 
 

@@ -498,17 +498,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_soak)
 
 
-def _load_questions(path: Path) -> list[str]:
-    if not path.is_file():
+def load_questions(path: Path) -> list[str]:
+    """The ``question`` of each JSONL row of ``path`` (unreadable rows skipped); the built-in
+    :data:`DEFAULT_QUESTIONS` when the file is missing or holds none. Used by soak and bench."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError):
         return list(DEFAULT_QUESTIONS)
     questions = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and isinstance(row.get("question"), str):
-            questions.append(row["question"])
+        text = row.get("question") if isinstance(row, dict) else None
+        if isinstance(text, str) and text.strip():
+            questions.append(text.strip())
     return questions or list(DEFAULT_QUESTIONS)
 
 
@@ -522,7 +527,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
             clients=args.clients,
             max_requests=args.max_requests,
             interval=max(1.0, args.interval),
-            questions=_load_questions(Path(args.questions)),
+            questions=load_questions(Path(args.questions)),
             reindex_every=args.reindex_every,
             admin_token=os.environ.get("QA_ADMIN_TOKEN") or None,
             pid=args.pid,
