@@ -109,35 +109,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _citation_fields(hit: Any) -> dict[str, Any]:
-    doc = hit.document
-    return {
-        "chunk_id": hit.chunk.id,
-        "document_id": doc.id,
-        "title": doc.title,
-        "source_title": doc.source_title,
-        "authors": list(doc.authors),
-        "year": doc.year,
-        "journal": doc.journal,
-        "doi": doc.doi,
-        "pmid": doc.pmid,
-        "pmcid": doc.pmcid,
-        "url": doc.url,
-        "study_type": doc.study_type,
-        "section": hit.chunk.section,
-        "text": hit.chunk.text,
-    }
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.json or args.quiet)
     engine = _engine(args, progress)
     outcome = engine.search(args.question, args.k, args.mode)
     if args.json:
-        results = [
-            {"rank": h.rank, "score": round(h.score, 6), **_citation_fields(h)}
-            for h in outcome.hits
-        ]
+        from service.api.schemas import PassageOut
+
+        # The same result records as GET /api/search.
+        results = [PassageOut.from_hit(h).model_dump() for h in outcome.hits]
         print(json.dumps({"query": args.question, "mode": outcome.mode, "results": results},
                          ensure_ascii=False, indent=2))  # fmt: skip
         return 0
@@ -151,9 +131,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _short_ref(doc: Any) -> str:
-    authors = ", ".join(doc.authors[:3]) + (" et al." if len(doc.authors) > 3 else "")
+    authors = ", ".join(doc.authors[:3]) + (", et al" if len(doc.authors) > 3 else "")
     parts = [p for p in (authors, doc.journal, str(doc.year) if doc.year else None) if p]
-    link = doc.url or (f"https://pubmed.ncbi.nlm.nih.gov/{doc.pmid}/" if doc.pmid else "")
+    link = doc.url or doc.pubmed_url or ""
     return ". ".join(parts) + (f". {link}" if link else "")
 
 
