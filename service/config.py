@@ -20,7 +20,7 @@ BUNDLED_MODEL = "bundled"
 #: ``QA_MODEL`` value for the deterministic hashing embedder (tests, smoke runs without torch).
 HASH_MODEL = "hash"
 
-RetrievalMode = Literal["hybrid", "dense", "bm25"]
+RetrievalMode = Literal["rerank", "hybrid", "dense", "bm25"]
 #: ``QA_ENCODER_BACKEND`` values: how the sentence-transformers model is run.
 EncoderBackend = Literal["torch", "onnx", "onnx-int8"]
 _ORIGIN = re.compile(r"https?://[^/\s?#]+/?")
@@ -143,17 +143,32 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(64, ge=8, le=4096, description="HNSW query-time candidate list.")
 
     # -- retrieval and answers --------------------------------------------------------------
-    default_mode: RetrievalMode = Field("hybrid", description="Retrieval mode used by default.")
+    default_mode: RetrievalMode = Field(
+        "rerank",
+        description=(
+            "Retrieval mode used when a request names none: 'rerank' (dense and BM25 "
+            "candidates ordered by the learned ranker), 'hybrid' (reciprocal rank fusion of "
+            "dense and BM25), 'dense' or 'bm25'."
+        ),
+    )
     rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal rank fusion constant.")
+    ranker_path: Path | None = Field(
+        None,
+        description=(
+            "Weights of the learned ranker used by mode 'rerank' (JSON written by python -m "
+            "service train-ranker); unset: the weights shipped in service/ranker.json."
+        ),
+    )
     top_k: int = Field(5, ge=1, le=20, description="Passages returned by default.")
     max_top_k: int = Field(20, ge=1, le=100, description="Largest top_k a request may ask for.")
     abstain_threshold: float = Field(
-        0.21,
+        0.22,
         ge=0.0,
         le=1.0,
         description=(
             "Coverage score below which the service says the documents do not cover the "
-            "question (see service/answering.py for how the score is computed)."
+            "question (see service/answering.py for how the score is computed; python -m "
+            "service calibrate measures it on labelled questions)."
         ),
     )
     max_answer_sentences: int = Field(
@@ -245,6 +260,19 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must name a model, a local path, 'bundled' or 'hash'")
         return value.strip()
+
+    @field_validator("ranker_path")
+    @classmethod
+    def _ranker_loads(cls, value: Path | None) -> Path | None:
+        from service.reranking import LinearRanker, RankerFileError
+
+        if value is None:
+            return None
+        try:
+            LinearRanker.load(value)
+        except RankerFileError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _top_k_within_max(self) -> Settings:

@@ -25,6 +25,8 @@ from service.index_store import (
     load_index,
 )
 from service.index_store import IndexError as IndexProblem
+from service.reranking import DEFAULT_PATH as DEFAULT_RANKER
+from service.reranking import LinearRanker
 from service.retrieval import Hit, Retriever
 
 
@@ -36,12 +38,23 @@ class SearchOutcome:
     timings_ms: dict[str, float]
 
 
+def load_ranker(settings: Settings) -> LinearRanker | None:
+    """The rerank mode's weights: QA_RANKER_PATH, else the shipped ``service/ranker.json``.
+
+    Without either (only while training the first weights), rerank orders like hybrid.
+    """
+    if settings.ranker_path is None and not DEFAULT_RANKER.is_file():
+        return None
+    return LinearRanker.load(settings.ranker_path or DEFAULT_RANKER)
+
+
 class Engine:
     def __init__(self, settings: Settings, embedder: Embedder, data: IndexData) -> None:
         self.settings = settings
         # Questions from concurrent requests share encoder calls (service/batching.py).
         self.embedder = with_query_batching(embedder, settings)
-        self.retriever = Retriever(data, self.embedder, settings)
+        self.ranker = load_ranker(settings)
+        self.retriever = Retriever(data, self.embedder, settings, self.ranker)
 
     @classmethod
     def start(
@@ -62,7 +75,7 @@ class Engine:
 
     def swap(self, data: IndexData) -> None:
         """Serve a new index from the next request on."""
-        self.retriever = Retriever(data, self.embedder, self.settings)
+        self.retriever = Retriever(data, self.embedder, self.settings, self.ranker)
 
     def reindex(self, progress: ProgressFn | None = None) -> BuildReport:
         """Re-ingest the corpus into a new build and serve it (see :func:`rebuild_index`).

@@ -1,7 +1,10 @@
-"""Question -> ranked :class:`Hit` records: dense (FAISS), BM25, or both fused (hybrid).
+"""Question -> ranked :class:`Hit` records: dense (FAISS), BM25, both fused (hybrid), or the
+fused candidates re-scored by a learned ranker (rerank, the default).
 
 Hybrid ranking is reciprocal rank fusion (RRF): each chunk scores ``sum(1 / (k + rank))`` over
-the dense and BM25 rankings, so neither score scale dominates.
+the dense and BM25 rankings, so neither score scale dominates. ``rerank`` takes the union of the
+dense and BM25 candidates and orders them by :class:`service.reranking.LinearRanker` over
+features of the chunk, its best sentence and its document.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from service.documents import Document
 from service.embedding import Embedder, Vectors
 from service.index_store import IndexData
 from service.lexical import tokenize
+from service.reranking import CandidateSignals, LinearRanker, feature_matrix
 
 MODES: tuple[str, ...] = get_args(RetrievalMode)
 
@@ -85,13 +89,22 @@ class _LRU:
 class Retriever:
     """Search one loaded index. Thread-safe for concurrent searches."""
 
-    def __init__(self, data: IndexData, embedder: Embedder, settings: Settings) -> None:
+    def __init__(
+        self,
+        data: IndexData,
+        embedder: Embedder,
+        settings: Settings,
+        ranker: LinearRanker | None = None,
+    ) -> None:
         self.data = data
         self.embedder = embedder
         self.settings = settings
+        self.ranker = ranker
         grouped: dict[str, list[int]] = {}
         for i, chunk in enumerate(data.chunks):
             grouped.setdefault(chunk.document_id, []).append(i)
+        numbers = {doc: n for n, doc in enumerate(grouped)}
+        self._doc_number = np.asarray([numbers[c.document_id] for c in data.chunks], dtype=np.int64)
         self._doc_rows: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
             k: np.asarray(v, dtype=np.int64) for k, v in grouped.items()
         }
@@ -99,8 +112,11 @@ class Retriever:
         self.document_texts = {d.id: d.text for d in data.documents.values()}
         vocab: dict[str, int] = dict(getattr(data.bm25, "vocab_dict", {}) or {})
         self._vocab = set(vocab)
+        self._term_ids = vocab
         # Inverse document frequency per BM25 term, from the index's own term-chunk matrix.
         indptr = np.asarray(data.bm25.scores["indptr"])
+        self._postings_ptr = indptr
+        self._postings = np.asarray(data.bm25.scores["indices"])
         df = np.diff(indptr)
         n = max(1, len(data.chunks))
         self.idf = {
@@ -135,7 +151,7 @@ class Retriever:
         self,
         query: str,
         k: int = 5,
-        mode: RetrievalMode | str = "hybrid",
+        mode: RetrievalMode | str = "rerank",
         document_ids: Collection[str] | None = None,
     ) -> list[Hit]:
         return self.run(query, k, mode, document_ids).hits
@@ -144,7 +160,7 @@ class Retriever:
         self,
         query: str,
         k: int = 5,
-        mode: RetrievalMode | str = "hybrid",
+        mode: RetrievalMode | str = "rerank",
         document_ids: Collection[str] | None = None,
         query_vector: Vectors | None = None,
     ) -> SearchResult:
@@ -165,8 +181,16 @@ class Retriever:
             ranked = dense
         elif mode == "bm25":
             ranked = [(i, s) for i, s in lexical if s > 0]
-        else:
+        elif mode == "rerank" and self.ranker is not None:
+            candidates = self.candidate_signals(vector, tokens, dense, lexical)
+            scores = self.ranker.score(feature_matrix(candidates))
+            ranked = sorted(
+                ((int(r), float(x)) for r, x in zip(candidates.rows, scores, strict=True)),
+                key=lambda item: (-item[1], item[0]),
+            )
+        else:  # hybrid, or rerank without a ranker (said so in the result's mode)
             ranked = self._fuse([dense, [(i, s) for i, s in lexical if s > 0]])
+            mode = "hybrid"
         hits = []
         for rank, (row, score) in enumerate(ranked[:k], start=1):
             chunk = self.data.chunks[row]
@@ -189,6 +213,103 @@ class Retriever:
             known_weight=self._known_weight(set(tokens)),
         )
         return SearchResult(query, mode, hits, vector, signals)
+
+    def candidates(self, query: str, k: int = 5) -> CandidateSignals:
+        """The rerank mode's candidates for ``query`` and their signals (for training)."""
+        depth = min(len(self.data.chunks), max(50, 4 * k))
+        vector = self.embed_query(query)
+        tokens = tokenize(query)
+        dense = self._dense(vector, depth, None) if depth else []
+        lexical = self._bm25(tokens, depth, None) if depth else []
+        return self.candidate_signals(vector, tokens, dense, lexical)
+
+    def candidate_signals(
+        self,
+        vector: Vectors,
+        tokens: list[str],
+        dense: Sequence[tuple[int, float]],
+        lexical: Sequence[tuple[int, float]],
+    ) -> CandidateSignals:
+        """What the ranker sees about each dense or BM25 candidate (see service/reranking.py)."""
+        lexical = [(i, s) for i, s in lexical if s > 0]
+        rows = list(dict.fromkeys([i for i, _ in dense] + [i for i, _ in lexical]))
+        dense_rank = {row: n for n, (row, _) in enumerate(dense, start=1)}
+        bm25_rank = {row: n for n, (row, _) in enumerate(lexical, start=1)}
+        dense_score = dict(dense)
+        bm25_score = dict(lexical)
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        row_array = np.asarray(rows, dtype=np.int64)
+        cosine = np.asarray([dense_score.get(r, np.nan) for r in rows], dtype=np.float64)
+        missing = np.flatnonzero(np.isnan(cosine))
+        if len(missing):  # BM25-only candidates: their vectors from the index
+            stored = self.data.vectors.reconstruct_batch(row_array[missing])
+            cosine[missing] = stored @ query
+        best_sentence = self._best_sentence(row_array, query, cosine)
+        documents = self._doc_number[row_array] if rows else np.zeros(0, dtype=np.int64)
+        overlap, doc_overlap = self._word_overlap(tokens, row_array, documents)
+        unranked = len(dense) + 1
+        return CandidateSignals(
+            rows=row_array,
+            documents=documents,
+            dense=cosine,
+            sentence=best_sentence,
+            bm25=np.asarray([bm25_score.get(r, 0.0) for r in rows], dtype=np.float64),
+            dense_rank=np.asarray([dense_rank.get(r, unranked) for r in rows], dtype=np.float64),
+            bm25_rank=np.asarray([bm25_rank.get(r, 0) for r in rows], dtype=np.float64),
+            overlap=overlap,
+            doc_overlap=doc_overlap,
+        )
+
+    def _best_sentence(
+        self,
+        rows: np.ndarray[Any, np.dtype[np.int64]],
+        query: np.ndarray[Any, np.dtype[np.float32]],
+        fallback: np.ndarray[Any, np.dtype[np.float64]],
+    ) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Each row's best sentence cosine (its chunk cosine when it has no sentences)."""
+        offsets = self.data.sentence_offsets
+        lo, hi = offsets[rows], offsets[rows + 1]
+        counts = hi - lo
+        best = fallback.copy()
+        has = counts > 0
+        if not has.any():
+            return best
+        lo, counts = lo[has], counts[has]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        gather = np.repeat(lo - starts, counts) + np.arange(int(counts.sum()))
+        cosines = self.data.sentence_vectors[gather] @ query
+        best[has] = np.maximum.reduceat(cosines, starts)
+        return best
+
+    def _word_overlap(
+        self,
+        tokens: list[str],
+        rows: np.ndarray[Any, np.dtype[np.int64]],
+        documents: np.ndarray[Any, np.dtype[np.int64]],
+    ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
+        """IDF-weighted share of the question's words in each row and in each row's document."""
+        terms = set(tokens)
+        total = sum(self.term_weight(t) for t in terms)
+        in_chunk = np.zeros(len(rows))
+        in_document = np.zeros(len(rows))
+        if not total or not len(rows):
+            return in_chunk, in_document
+        chunk_has = np.zeros(len(self.data.chunks), dtype=bool)
+        document_has = np.zeros(int(self._doc_number.max()) + 1, dtype=bool)
+        for term in terms:
+            term_id = self._term_ids.get(term)
+            if term_id is None or term_id + 1 >= len(self._postings_ptr):
+                continue
+            lo, hi = int(self._postings_ptr[term_id]), int(self._postings_ptr[term_id + 1])
+            holders = self._postings[lo:hi]
+            weight = self.term_weight(term) / total
+            chunk_has[:] = False
+            chunk_has[holders] = True
+            document_has[:] = False
+            document_has[self._doc_number[holders]] = True
+            in_chunk += weight * chunk_has[rows]
+            in_document += weight * document_has[documents]
+        return in_chunk, in_document
 
     def _allowed_rows(
         self, document_ids: Collection[str] | None
@@ -261,4 +382,4 @@ def mode_names() -> tuple[str, ...]:
     return MODES
 
 
-Mode = Literal["hybrid", "dense", "bm25"]
+Mode = Literal["rerank", "hybrid", "dense", "bm25"]

@@ -104,7 +104,7 @@ def test_search_shape(hash_client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["query"] == "reoperation rate"
-    assert body["mode"] == "hybrid"
+    assert body["mode"] == "rerank"  # QA_DEFAULT_MODE
     assert [r["rank"] for r in body["results"]] == [1, 2, 3]
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
@@ -113,7 +113,7 @@ def test_search_shape(hash_client: TestClient) -> None:
     assert fields <= set(body["results"][0])
 
 
-@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+@pytest.mark.parametrize("mode", ["rerank", "hybrid", "dense", "bm25"])
 def test_search_modes(hash_client: TestClient, mode: str) -> None:
     body = hash_client.get("/api/search", params={"q": "pulmonary fibrosis", "mode": mode}).json()
     assert body["mode"] == mode

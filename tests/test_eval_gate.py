@@ -20,6 +20,7 @@ from service.evaluation.report import format_markdown, format_table, write_outpu
 from service.evaluation.runner import (
     FLOORS,
     GATE_MAX_IN_SCOPE_ABSTAINED,
+    GATE_MODE,
     EngineBackend,
     gate_failures,
     retrieval_metrics,
@@ -108,10 +109,10 @@ def evaluation(real_engine: Any) -> Any:
 
 @pytest.mark.model
 def test_quality_gate(evaluation: Any) -> None:
-    hybrid = evaluation.modes["hybrid"]
-    assert hybrid.abstention["unrelated_answered_count"] == 0
-    assert hybrid.abstention["in_scope_abstained"] <= GATE_MAX_IN_SCOPE_ABSTAINED
-    values = {**hybrid.retrieval, **hybrid.answer}
+    served = evaluation.modes[GATE_MODE]
+    assert served.abstention["unrelated_answered_count"] == 0
+    assert served.abstention["in_scope_abstained"] <= GATE_MAX_IN_SCOPE_ABSTAINED
+    values = {**served.retrieval, **served.answer}
     for metric, floor in FLOORS.items():
         assert values[metric] >= floor, f"{metric} {values[metric]:.3f} < {floor}"
     assert gate_failures(evaluation) == []
@@ -123,7 +124,7 @@ def test_reports_are_written(evaluation: Any, tmp_path: Path) -> None:
     names = {p.name for p in written}
     assert names == {"latest.json", "latest.md", "metrics_by_mode.png", "risk_coverage.png"}
     data = json.loads((tmp_path / "latest.json").read_text())
-    assert set(data["modes"]) == {"bm25", "dense", "hybrid"}
+    assert set(data["modes"]) == {"bm25", "dense", "hybrid", "rerank"}
     assert "hit@1" in format_table(evaluation)
     assert "| metric |" in format_markdown(evaluation)
     assert (tmp_path / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -77,7 +77,9 @@ async def search(
     engine: EngineDep,
     q: Annotated[str, Query(max_length=MAX_QUESTION_CHARS, description="The query.")],
     top_k: Annotated[int, Query(ge=1, le=20)] = 5,
-    mode: Mode = "hybrid",
+    mode: Annotated[
+        Mode | None, Query(description="Retrieval mode; omitted: the service's default.")
+    ] = None,
 ) -> SearchResponse | JSONResponse:
     """Ranked passages with their citation fields."""
     try:
@@ -90,7 +92,7 @@ async def search(
     outcome = await run_in_threadpool(engine.search, query, top_k, mode)
     return SearchResponse(
         query=query,
-        mode=mode,
+        mode=cast(Mode, outcome.mode),
         results=[PassageOut.from_hit(h) for h in outcome.hits],
         timings_ms=outcome.timings_ms,
     )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from service.answering import Answer, Citation
 from service.retrieval import Hit
 
-Mode = Literal["hybrid", "dense", "bm25"]
+Mode = Literal["rerank", "hybrid", "dense", "bm25"]
 MAX_QUESTION_CHARS = 2000
 
 
@@ -32,7 +32,13 @@ class AskRequest(BaseModel):
         description="The question, in plain language."
     )
     top_k: int = Field(5, ge=1, le=20, description="Passages to retrieve.")
-    mode: Mode = Field("hybrid", description="Retrieval mode.")
+    mode: Mode | None = Field(
+        None,
+        description=(
+            "Retrieval mode: 'rerank' (learned ranking of dense and BM25 candidates), 'hybrid' "
+            "(rank fusion), 'dense' or 'bm25'. Omitted: the service's default (QA_DEFAULT_MODE)."
+        ),
+    )
     document_ids: list[str] | None = Field(
         None, max_length=100, description="Only search these documents."
     )

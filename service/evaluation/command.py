@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from service.evaluation.dataset import export_beir, load_questions
-from service.evaluation.runner import MODES, gate_failures, run_evaluation, target_misses
+from service.evaluation.runner import (
+    GATE_MODE,
+    MODES,
+    gate_failures,
+    run_evaluation,
+    target_misses,
+)
 
 
 def register(sub: Any) -> None:
@@ -80,7 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.no_write:
         for written in write_outputs(result, Path(args.out)):
             progress.say(f"wrote {written}")
-    if "hybrid" in result.modes:
+    if GATE_MODE in result.modes:
         failures = gate_failures(result)
         print("\nquality gate: " + ("passes" if not failures else "FAILS: " + "; ".join(failures)))
         misses = target_misses(result)

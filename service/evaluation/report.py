@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from service.evaluation.runner import (
+    GATE_MODE,
     RETRIEVAL_METRICS,
     EvalResult,
     gate_failures,
@@ -60,16 +61,17 @@ def format_markdown(result: EvalResult) -> str:
         "the answer cites a relevant document.",
         "",
     ]
-    if "hybrid" in result.modes:
+    if GATE_MODE in result.modes:
         failures = gate_failures(result)
         misses = target_misses(result)
-        out.append("Quality gate (hybrid): " + ("passes" if not failures else "; ".join(failures)))
+        verdict = "passes" if not failures else "; ".join(failures)
+        out.append(f"Quality gate ({GATE_MODE}): {verdict}")
         out.append("")
         out.append("Targets not met yet: " + ("none" if not misses else "; ".join(misses)))
     return "\n".join(out) + "\n"
 
 
-def format_misses(result: EvalResult, mode: str = "hybrid") -> str:
+def format_misses(result: EvalResult, mode: str = GATE_MODE) -> str:
     lines = [f"misses ({mode}):"]
     for r in result.modes[mode].questions:
         problems = []

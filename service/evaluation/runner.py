@@ -25,13 +25,15 @@ from service.evaluation.dataset import (
     passage_qrels,
 )
 
-MODES = ("bm25", "dense", "hybrid")
+MODES = ("bm25", "dense", "hybrid", "rerank")
+#: The mode the quality gate and the targets apply to: the service's default.
+GATE_MODE = "rerank"
 RETRIEVAL_DEPTH = 10
 ANSWER_TOP_K = 5
 RETRIEVAL_METRICS = ("hit@1", "hit@3", "hit@5", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 
-# Quality targets for hybrid mode (issue: "Retrieval evaluation suite"). Not all are met yet by
-# the bundled all-MiniLM-L6-v2; see README "Evaluation".
+# Quality targets for the default (rerank) mode (issue: "Retrieval evaluation suite"). Not all
+# are met yet by the bundled all-MiniLM-L6-v2; see README "Evaluation".
 TARGETS = {
     "hit@1": 0.90,
     "recall@5": 0.90,
@@ -41,10 +43,10 @@ TARGETS = {
 # others a floor just under the measured value, so no change can make quality worse unnoticed.
 # Raise these as retrieval improves; never lower them to make a change pass.
 FLOORS = {
-    "hit@1": 0.85,  # measured 0.866
-    "recall@5": 0.70,  # measured 0.716
-    "answer_contains": 0.58,  # measured 0.606
-    "cites_relevant": 0.86,  # measured 0.890
+    "hit@1": 0.85,  # measured 0.866 (rerank; hybrid 0.866)
+    "recall@5": 0.78,  # measured 0.805 (hybrid 0.721)
+    "answer_contains": 0.63,  # measured 0.654 (hybrid 0.606)
+    "cites_relevant": 0.90,  # measured 0.921 (hybrid 0.898)
 }
 GATE_MAX_UNRELATED_ANSWERED = 0
 GATE_MAX_IN_SCOPE_ABSTAINED = 0.02
@@ -358,7 +360,7 @@ def run_evaluation(
     )
 
 
-def target_misses(result: EvalResult, mode: str = "hybrid") -> list[str]:
+def target_misses(result: EvalResult, mode: str = GATE_MODE) -> list[str]:
     """Quality targets not met yet (reported, not enforced)."""
     m = result.modes[mode]
     values = {**m.retrieval, **m.answer}
@@ -369,7 +371,7 @@ def target_misses(result: EvalResult, mode: str = "hybrid") -> list[str]:
     ]
 
 
-def gate_failures(result: EvalResult, mode: str = "hybrid") -> list[str]:
+def gate_failures(result: EvalResult, mode: str = GATE_MODE) -> list[str]:
     """What the quality gate refuses (empty when it passes)."""
     m = result.modes[mode]
     failures = []
