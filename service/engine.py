@@ -6,6 +6,7 @@ swapped in while requests are being answered (each request uses the retriever it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -38,12 +39,20 @@ class SearchOutcome:
     timings_ms: dict[str, float]
 
 
+log = logging.getLogger(__name__)
+
+
 def load_ranker(settings: Settings) -> LinearRanker | None:
     """The rerank mode's weights: QA_RANKER_PATH, else the shipped ``service/ranker.json``.
 
     Without either (only while training the first weights), rerank orders like hybrid.
     """
     if settings.ranker_path is None and not DEFAULT_RANKER.is_file():
+        log.warning(
+            "no ranker weights at %s: mode 'rerank' orders like 'hybrid'; "
+            "run python -m service train-ranker",
+            DEFAULT_RANKER,
+        )
         return None
     return LinearRanker.load(settings.ranker_path or DEFAULT_RANKER)
 
