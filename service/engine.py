@@ -54,7 +54,16 @@ def load_ranker(settings: Settings) -> LinearRanker | None:
             DEFAULT_RANKER,
         )
         return None
-    return LinearRanker.load(settings.ranker_path or DEFAULT_RANKER)
+    ranker = LinearRanker.load(settings.ranker_path or DEFAULT_RANKER)
+    fitted_for = ranker.info.get("model")
+    if fitted_for is not None and fitted_for != settings.model:
+        log.warning(
+            "the rerank weights were fitted for model %r, not %r: retrain them "
+            "(python -m service train-ranker) or set QA_DEFAULT_MODE=hybrid",
+            fitted_for,
+            settings.model,
+        )
+    return ranker
 
 
 class Engine:

@@ -235,3 +235,17 @@ def test_train_ranker_refuses_the_test_set(capsys: pytest.CaptureFixture[str]) -
     assert code != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "test set" in err and "\n" not in err
+
+
+def test_weights_for_another_model_are_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.engine import load_ranker
+
+    with caplog.at_level("WARNING", logger="service.engine"):
+        assert load_ranker(make_settings(tmp_path, model="hash")) is not None
+    assert "fitted for model 'bundled', not 'hash'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="service.engine"):
+        load_ranker(make_settings(tmp_path, model="bundled"))
+    assert "fitted for model" not in caplog.text
