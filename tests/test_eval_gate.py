@@ -22,6 +22,7 @@ from service.evaluation.runner import (
     GATE_MAX_IN_SCOPE_ABSTAINED,
     GATE_MODE,
     EngineBackend,
+    HttpBackend,
     gate_failures,
     retrieval_metrics,
     risk_coverage,
@@ -128,3 +129,23 @@ def test_reports_are_written(evaluation: Any, tmp_path: Path) -> None:
     assert "hit@1" in format_table(evaluation)
     assert "| metric |" in format_markdown(evaluation)
     assert (tmp_path / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.model
+def test_over_http_the_numbers_are_identical(
+    evaluation: Any, real_settings: Any, real_engine: Any
+) -> None:
+    """``eval --url`` measures a running server through its public API with the same result."""
+    from conftest import serving
+
+    from service.api.app import create_app
+
+    with serving(create_app(real_settings, engine=real_engine)) as url:
+        over_http = run_evaluation(HttpBackend(url), load_questions(QUESTIONS))
+    assert over_http.backend == url
+    assert set(over_http.modes) == set(evaluation.modes)
+    for mode, local in evaluation.modes.items():
+        remote = over_http.modes[mode]
+        assert remote.retrieval == local.retrieval, mode
+        assert remote.answer == local.answer, mode
+        assert remote.abstention == local.abstention, mode

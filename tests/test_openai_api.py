@@ -8,20 +8,14 @@ the hashing embedder, since they never reach retrieval.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
-from conftest import CORPUS, make_settings
-from fastapi import FastAPI
+from conftest import CORPUS, make_settings, serving
 
 from service.api.app import create_app
 from service.config import Settings
@@ -33,29 +27,6 @@ BACK_PAIN = "Does MSC therapy help with low back pain?"
 ZHANG_TITLE = "Mesenchymal Stem Cell Therapy for Disc-Related Low Back Pain: Current Evidence"
 ZHANG_DOI = "https://doi.org/10.3389/fbioe.2023.1155357"
 DISCLAIMER_START = "Research summaries for information only, not medical advice."
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def make_client(base_url: str, api_key: str = "anything") -> openai.OpenAI:
