@@ -304,6 +304,17 @@ def test_reoperation_rate_answer(real_client: TestClient) -> None:
 
 
 @pytest.mark.model
+def test_count_question_quotes_the_count(real_client: TestClient) -> None:
+    """The encoder alone ranks "These studies included 245 patients" low for "how many
+    patients"; the answer-type bonus (service/answer_types.py) brings the number in."""
+    body = ask(real_client, "How many patients were in the back pain meta-analysis?").json()
+    assert not body["abstained"]
+    check_answer(body)
+    assert "245 patients" in body["answer"]
+    assert body["citations"][0]["document_id"] == "zhang-2023"
+
+
+@pytest.mark.model
 def test_markers_and_citations_agree_on_many_questions(real_client: TestClient) -> None:
     questions = _eval_questions("in_scope")[::3]
     assert len(questions) >= 40
