@@ -64,6 +64,8 @@ def _engine(args: argparse.Namespace, progress: Progress) -> Any:
     settings = _settings(args)
     progress.say(f"loading model '{settings.model}' and index {settings.index_dir}/ ...")
     engine, ensured = Engine.start(settings, progress=progress)
+    if ensured.warning:
+        print(f"warning: {ensured.warning}", file=sys.stderr)
     if ensured.build is not None:
         _report_build(ensured.build, ensured.reason, progress)
     return engine

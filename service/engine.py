@@ -73,6 +73,7 @@ class Engine:
         self.embedder = with_query_batching(embedder, settings)
         self.ranker = load_ranker(settings)
         self.retriever = Retriever(data, self.embedder, settings, self.ranker)
+        self.index_warning: str | None = None  # set when serving an index that is out of date
 
     @classmethod
     def start(
@@ -82,10 +83,18 @@ class Engine:
         embedder: Embedder | None = None,
         progress: ProgressFn | None = None,
     ) -> tuple[Engine, EnsureResult]:
-        """Load the model and the index, building the index first if missing or stale."""
+        """Load the model and the index, building the index first if missing or stale.
+
+        A stale index whose folder cannot be written is served as it is, with a warning
+        (``ensured.warning``), rather than not at all.
+        """
         embedder = embedder or load_embedder(settings)
-        ensured = ensure_index(settings, embedder, progress=progress)
-        return cls(settings, embedder, ensured.data), ensured
+        ensured = ensure_index(settings, embedder, progress=progress, serve_stale=True)
+        if ensured.warning:
+            log.warning("%s", ensured.warning)
+        engine = cls(settings, embedder, ensured.data)
+        engine.index_warning = ensured.warning
+        return engine, ensured
 
     @property
     def data(self) -> IndexData:
@@ -94,6 +103,7 @@ class Engine:
     def swap(self, data: IndexData) -> None:
         """Serve a new index from the next request on."""
         self.retriever = Retriever(data, self.embedder, self.settings, self.ranker)
+        self.index_warning = None
 
     def reindex(self, progress: ProgressFn | None = None) -> BuildReport:
         """Re-ingest the corpus into a new build and serve it (see :func:`rebuild_index`).

@@ -73,6 +73,10 @@ class CorpusEmptyError(IndexError):
     pass
 
 
+class IndexWriteError(IndexError):
+    """The index folder cannot be written (permissions, full disk)."""
+
+
 @dataclass(frozen=True)
 class ChunkingSettings:
     max_tokens: int
@@ -325,7 +329,7 @@ def build_index(
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise IndexError(
+        raise IndexWriteError(
             f"cannot write to {index_dir}/ ({exc.strerror or exc}); "
             "fix its permissions or set QA_INDEX_DIR to a writable folder"
         ) from None
@@ -406,7 +410,7 @@ def build_index(
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = exc.strerror or str(exc)
-        raise IndexError(
+        raise IndexWriteError(
             f"cannot write the index to {index_dir}/ ({reason}); the previous index is "
             "unchanged. Free disk space or set QA_INDEX_DIR to a writable folder"
         ) from None
@@ -604,6 +608,7 @@ class EnsureResult:
     data: IndexData
     build: BuildReport | None
     reason: str | None
+    warning: str | None = None  # e.g. serving a stale index that could not be rebuilt
 
 
 def ensure_index(
@@ -612,14 +617,18 @@ def ensure_index(
     *,
     force: bool = False,
     progress: ProgressFn | None = None,
+    serve_stale: bool = False,
 ) -> EnsureResult:
     """Load the index, (re)building it first when it is missing, stale, corrupt or mismatched.
 
     Raises IndexError when the index cannot be used and there is no corpus to rebuild from.
+    With ``serve_stale``, a stale but sound index whose folder cannot be written (read-only
+    deployment, full disk) is returned as it is, with a ``warning``, instead of failing.
     """
     loaded = load_corpus(settings.corpus_dir) if settings.corpus_dir.is_dir() else None
     reason: str | None = "rebuild requested" if force else None
     data: IndexData | None = None
+    stale: IndexData | None = None
     if not force:
         try:
             data = load_index(settings.index_dir)
@@ -629,7 +638,7 @@ def ensure_index(
                 )
                 if reasons:
                     reason = "index is stale: " + ", ".join(reasons)
-                    data = None
+                    stale, data = data, None
             if data is not None and data.manifest.dimension != embedder.dimension:
                 raise IndexMismatchError(
                     f"{data.path / MANIFEST} has dimension {data.manifest.dimension}, the model "
@@ -655,7 +664,25 @@ def ensure_index(
         return EnsureResult(data, None, None)
     if loaded is None:
         raise IndexMissingError(f"no corpus folder {settings.corpus_dir}/ to build the index from")
-    report = build_index(
-        settings, embedder, documents=loaded.documents, problems=loaded.problems, progress=progress
-    )
+    try:
+        report = build_index(
+            settings,
+            embedder,
+            documents=loaded.documents,
+            problems=loaded.problems,
+            progress=progress,
+        )
+    except IndexWriteError as exc:
+        # Only an index whose vectors still fit the model: an older corpus or chunking is
+        # out of date but correct for what it holds; another model's vectors are not.
+        usable = (
+            stale is not None
+            and stale.manifest.model == embedder.name
+            and stale.manifest.dimension == embedder.dimension
+            and stale.manifest.format_version == FORMAT_VERSION
+        )
+        if not (serve_stale and usable and stale is not None):
+            raise
+        warning = f"serving the existing index unchanged ({reason}) because {exc}"
+        return EnsureResult(stale, None, reason, warning)
     return EnsureResult(load_index(settings.index_dir), report, reason)

@@ -700,3 +700,47 @@ def test_ingest_on_a_full_disk_fails_with_one_line(built: Settings) -> None:
     assert leftovers(built) == []
     assert "Traceback" not in result.stderr, result.stderr[-500:]
     assert "error: cannot write the index to" in result.stderr
+
+
+def test_stale_index_in_a_read_only_folder_is_served_with_a_warning(read_only: Settings) -> None:
+    """The corpus changed but index/ cannot be written (a read-only deployment): questions are
+    answered from the index there, the change is reported, and ingest still refuses."""
+    settings = read_only
+    (settings.corpus_dir / "new-study.md").write_text("# New Study\n\nKnee cartilage grew.\n")
+    common = ["--corpus-dir", str(settings.corpus_dir), "--index-dir", str(settings.index_dir),
+              "--model", "hash"]  # fmt: skip
+    search = _run_unprivileged(["-m", "service", "search", "reoperation rate", "--json", *common])
+    assert search.returncode == 0, search.stderr
+    assert json.loads(search.stdout)["results"]
+    warning = [line for line in search.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1, search.stderr
+    assert "serving the existing index unchanged (index is stale: corpus changed)" in warning[0]
+    assert f"cannot write to {settings.index_dir}/ (Permission denied)" in warning[0]
+    assert "Traceback" not in search.stderr
+
+    ingest = _run_unprivileged(["-m", "service", "ingest", *common])
+    assert ingest.returncode == 1
+    assert ingest.stderr.strip().splitlines()[-1].startswith("error: cannot write to")
+    assert load_index(settings.index_dir).manifest.documents == 5  # untouched
+
+
+def test_readyz_reports_a_stale_index_it_could_not_rebuild(
+    built: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.index_store import IndexWriteError
+
+    def cannot_write(*_args: object, **_kwargs: object) -> None:
+        raise IndexWriteError("cannot write to index/ (Read-only file system)")
+
+    (built.corpus_dir / "new-study.md").write_text("# New Study\n\nKnee cartilage grew.\n")
+    monkeypatch.setattr("service.index_store.build_index", cannot_write)
+    with TestClient(create_app(built, load_in_background=False)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["documents"] == 5
+        assert "index is stale: corpus changed" in ready.json()["warning"]
+        assert client.get("/api/search", params={"q": "reoperation"}).json()["results"]
+    monkeypatch.undo()  # the folder is writable again: the next start rebuilds
+    with TestClient(create_app(built, load_in_background=False)) as client:
+        ready = client.get("/readyz").json()
+        assert ready["documents"] == 6 and ready["warning"] is None

@@ -29,6 +29,7 @@ from service.index_store import (
     IndexError,
     IndexMismatchError,
     IndexMissingError,
+    IndexWriteError,
     build_index,
     current_build,
     ensure_index,
@@ -151,6 +152,38 @@ def test_ensure_index_builds_once_then_reuses(hash_settings: Settings) -> None:
     assert forced.build.reused == first.build.embedded
     assert forced.data.path != first.data.path
     assert [c.id for c in forced.data.chunks] == [c.id for c in first.data.chunks]
+
+
+def _cannot_write(*_args: object, **_kwargs: object) -> None:
+    raise IndexWriteError("cannot write to index/ (Read-only file system); fix its permissions")
+
+
+def test_stale_index_that_cannot_be_rebuilt_is_served_with_a_warning(
+    built: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = load_index(built.index_dir)
+    (built.corpus_dir / "new.md").write_text("# New\n\nA new study of knee cartilage.\n")
+    monkeypatch.setattr("service.index_store.build_index", _cannot_write)
+    with pytest.raises(IndexWriteError):  # ingest: building is the point, so it fails
+        ensure_index(built, EMBEDDER)
+    served = ensure_index(built, EMBEDDER, serve_stale=True)
+    assert served.build is None
+    assert served.data.path == before.path
+    assert served.reason == "index is stale: corpus changed"
+    assert served.warning == (
+        "serving the existing index unchanged (index is stale: corpus changed) because "
+        "cannot write to index/ (Read-only file system); fix its permissions"
+    )
+
+
+def test_index_of_another_model_is_not_served_even_when_it_cannot_be_rebuilt(
+    built: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.index_store.build_index", _cannot_write)
+    other = HashEmbedder(dimension=EMBEDDER.dimension)
+    other.name = "hash-other"
+    with pytest.raises(IndexWriteError):
+        ensure_index(built, other, serve_stale=True)
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,7 @@ async def readyz(state: StateDep, request: Request) -> Ready:
         model=m.model,
         index_built_at=m.built_at,
         index_type=m.index_type,
+        warning=engine.index_warning,
     )
 
 

@@ -229,3 +229,6 @@ class Ready(BaseModel):
     model: str
     index_built_at: str
     index_type: str
+    warning: str | None = Field(
+        None, description="Set when the index in service is out of date and could not be rebuilt."
+    )
