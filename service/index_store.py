@@ -437,20 +437,24 @@ def _document_line(doc: Document) -> str:
 
 
 def _set_current(index_dir: Path, name: str) -> None:
-    tmp = index_dir / f".{POINTER}.{uuid.uuid4().hex[:8]}"
+    tmp = index_dir / f".{POINTER}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     _write_text(tmp, name + "\n")
     os.replace(tmp, index_dir / POINTER)
     _fsync_dir(index_dir)
 
 
 def _remove_leftovers(index_dir: Path) -> None:
-    """Temporary folders of builds that never finished (crash, kill, Ctrl-C)."""
+    """Temporary files of builds that never finished (crash, kill, Ctrl-C); those of a build
+    another live process is running are left alone."""
     for path in index_dir.glob(".tmp-*"):
         pid = path.name.split("-")[1] if path.name.count("-") >= 2 else ""
         if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
             continue  # another process is building right now
         shutil.rmtree(path, ignore_errors=True)
     for path in index_dir.glob(f".{POINTER}.*"):
+        pid = path.name.removeprefix(f".{POINTER}.").split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue  # another process is switching the pointer right now
         path.unlink(missing_ok=True)
 
 

@@ -128,11 +128,15 @@ def test_leftovers_of_dead_builds_are_cleaned(built: Settings) -> None:
     (dead / "bm25").mkdir(parents=True)
     busy = built.index_dir / f".tmp-{os.getppid()}-cafe0000"  # a live process: still building
     busy.mkdir()
-    pointer_tmp = built.index_dir / ".CURRENT.abcd1234"
+    pointer_tmp = built.index_dir / ".CURRENT.abcd1234"  # old naming, no pid
     pointer_tmp.write_text("build-x\n")
+    dead_pointer = built.index_dir / ".CURRENT.999999999-deadbeef"
+    dead_pointer.write_text("build-y\n")
+    busy_pointer = built.index_dir / f".CURRENT.{os.getppid()}-cafe0000"
+    busy_pointer.write_text("build-z\n")
     build_index(built, EMBEDDER)
-    assert not dead.exists() and not pointer_tmp.exists()
-    assert busy.exists()
+    assert not dead.exists() and not pointer_tmp.exists() and not dead_pointer.exists()
+    assert busy.exists() and busy_pointer.exists()
 
 
 # -- staleness and incremental re-embedding ----------------------------------------------------
