@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from service.engine import Engine
@@ -55,11 +56,18 @@ def recommend(scored: list[Scored]) -> float:
         raise ValueError("calibration needs both in-scope and out-of-scope questions")
     if min(inside) > max(outside):
         return round((min(inside) + max(outside)) / 2, 3)
-    candidates = sorted({round(s.coverage, 4) for s in scored} | {0.0, 1.0})
-    return min(
-        candidates,
-        key=lambda t: (2 * errors_at(scored, t)[1] + errors_at(scored, t)[0], abs(t - 0.5)),
-    )
+    # Thresholds halfway between neighbouring scores: the fewest errors (answering an
+    # out-of-scope question counts twice), then the widest gap, so the threshold does not sit
+    # on top of a question's score.
+    points = sorted({s.coverage for s in scored} | {0.0, 1.0})
+    gaps = list(pairwise(points))
+
+    def cost(gap: tuple[float, float]) -> tuple[int, float]:
+        abstained, answered = errors_at(scored, (gap[0] + gap[1]) / 2)
+        return 2 * answered + abstained, -(gap[1] - gap[0])
+
+    best = min(gaps, key=cost)
+    return round((best[0] + best[1]) / 2, 3)
 
 
 def load_rows(path: Path) -> list[tuple[str, bool]]:

@@ -192,12 +192,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     progress = Progress(args.quiet)
     engine = _engine(args, progress)
+    from service.evaluation.dataset import DEV_QUESTIONS
+
     # Never the test set (eval/questions.jsonl): its abstention figures must stay unseen.
-    files = args.file or [
-        "eval/calibration.jsonl",
-        "eval/dev_questions.jsonl",
-        "eval/dev_questions_2.jsonl",
-    ]
+    files = args.file or ["eval/calibration.jsonl", *(p.as_posix() for p in DEV_QUESTIONS)]
     report = calibrate(engine, files)
     print(format_report(report))
     return 0
@@ -251,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--file",
         action="append",
-        help="labelled questions (JSONL); repeatable. Default: eval/calibration.jsonl, "
-        "eval/dev_questions.jsonl and eval/dev_questions_2.jsonl (not the test set)",
+        help="labelled questions (JSONL); repeatable. Default: eval/calibration.jsonl and "
+        "eval/dev_questions*.jsonl (not the test set)",
     )
     add_common_options(p)
     p.set_defaults(func=cmd_calibrate)

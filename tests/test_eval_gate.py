@@ -149,3 +149,17 @@ def test_over_http_the_numbers_are_identical(
         assert remote.retrieval == local.retrieval, mode
         assert remote.answer == local.answer, mode
         assert remote.abstention == local.abstention, mode
+
+
+def test_recommended_threshold_is_mid_gap() -> None:
+    from service.calibration import Scored, recommend
+
+    def rows(inside: list[float], outside: list[float]) -> list[Scored]:
+        return [Scored("q", True, c) for c in inside] + [Scored("q", False, c) for c in outside]
+
+    assert recommend(rows([0.4, 0.9], [0.0, 0.2])) == 0.3  # separable: middle of the gap
+    # One in-scope outlier below the out-of-scope maximum: the fewest errors (one), in the
+    # widest gap between neighbouring scores (0.2 .. 0.4), not on top of a question's score.
+    assert recommend(rows([0.1, 0.4, 0.41, 0.9], [0.0, 0.2])) == 0.3
+    # Answering an out-of-scope question costs twice as much as abstaining on an in-scope one.
+    assert recommend(rows([0.3, 0.35, 0.9], [0.0, 0.32])) == 0.335

@@ -13,7 +13,7 @@ from conftest import ROOT, make_settings, write_tiny_corpus
 from service.config import SettingsError, load_settings
 from service.embedding import HashEmbedder
 from service.engine import Engine
-from service.evaluation.ranker_training import DEV_QUESTIONS
+from service.evaluation.dataset import DEV_QUESTIONS
 from service.index_store import build_index, load_index
 from service.reranking import (
     DEFAULT_PATH,

@@ -20,6 +20,18 @@ from service.chunking import Chunk
 KINDS = ("in_scope", "unrelated", "near_domain")
 
 
+#: The test set: what ``python -m service eval`` reports. Nothing is fitted or calibrated on it.
+TEST_QUESTIONS = Path("eval/questions.jsonl")
+#: Development questions, written by separate sessions without sight of the test set: the
+#: rerank weights are fitted (train-ranker) and the abstention threshold measured (calibrate)
+#: on these.
+DEV_QUESTIONS = (
+    Path("eval/dev_questions.jsonl"),
+    Path("eval/dev_questions_2.jsonl"),
+    Path("eval/dev_questions_3.jsonl"),
+)
+
+
 @dataclass(frozen=True)
 class Question:
     id: str

@@ -1,7 +1,7 @@
 """``python -m service train-ranker``: fit the rerank mode's weights on the development questions.
 
-Trains on ``eval/dev_questions.jsonl`` and ``eval/dev_questions_2.jsonl`` (250 in-scope
-questions written separately from, and without sight of, the test set) and refuses the test set
+Trains on ``eval/dev_questions*.jsonl`` (400 in-scope questions written by separate sessions
+without sight of the test set) and refuses the test set
 ``eval/questions.jsonl``: weights fitted on the questions the evaluation reports would
 make its figures meaningless. Measure the result with ``python -m service eval``.
 """
@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from service.evaluation.dataset import Question, load_questions, passage_qrels
+from service.evaluation.dataset import (
+    DEV_QUESTIONS,
+    TEST_QUESTIONS,
+    Question,
+    load_questions,
+    passage_qrels,
+)
 from service.reranking import (
     DEFAULT_PATH,
     LinearRanker,
@@ -25,8 +31,6 @@ from service.reranking import (
     fit,
 )
 
-DEV_QUESTIONS = (Path("eval/dev_questions.jsonl"), Path("eval/dev_questions_2.jsonl"))
-TEST_QUESTIONS = Path("eval/questions.jsonl")
 _CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when run from a checkout
 L2 = 0.1
 ITERATIONS = 1500
