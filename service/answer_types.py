@@ -1,7 +1,8 @@
 """What kind of answer a question asks for, and whether a sentence holds one.
 
 "How many patients ...?" wants a number next to "patients"; "what percentage ...?" a percent;
-"how long ...?" a duration; "when ...?" a year; "what dose ...?" an amount with a unit. The
+"how long ...?" a duration; "when ...?" a year; "what dose ...?" an amount with a unit;
+"which journal published ...?" the article's reference line ("Source: ..."). The
 small encoder barely links "how many patients" to "These studies included 245 patients", so the
 answer composer (service/answering.py) gives a sentence holding the asked-for kind of answer a
 bonus. The rules are about English question forms, not about any document.
@@ -29,6 +30,11 @@ _DURATION = re.compile(
 )
 _YEAR = re.compile(r"\b(?:when|what year|which year|what date|up to what date)\b", re.I)
 _DOSE = re.compile(r"\b(?:dose|doses|dosage|dosing|how much)\b", re.I)
+_REFERENCE = re.compile(
+    r"\b(?:journal|published|publish|publication|pmid|pmcid|doi|volume|citation|"
+    r"who wrote|first author|last author|authors? (?:list|names))\b",
+    re.I,
+)
 
 _COUNTED = re.compile(_NUMBER + r"\s+((?:[\w-]+\s+){0,2}?[\w-]+)", re.I)
 _HAS_PERCENT = re.compile(r"\d\s?%|\bpercent", re.I)
@@ -52,6 +58,7 @@ class AnswerType:
     duration: bool
     year: bool
     amount: bool
+    reference: bool = False  # where and by whom the article was published
 
     @classmethod
     def of(cls, question: str) -> AnswerType:
@@ -66,11 +73,19 @@ class AnswerType:
             bool(_DURATION.search(question)),
             bool(_YEAR.search(question)),
             bool(_DOSE.search(question)),
+            bool(_REFERENCE.search(question)),
         )
 
     @property
     def known(self) -> bool:
-        return bool(self.counted or self.percent or self.duration or self.year or self.amount)
+        return bool(
+            self.counted
+            or self.percent
+            or self.duration
+            or self.year
+            or self.amount
+            or self.reference
+        )
 
     def found_in(self, sentence: str) -> bool:
         """The sentence holds an answer of the asked-for kind."""
@@ -83,4 +98,5 @@ class AnswerType:
             or (self.duration and _HAS_DURATION.search(sentence))
             or (self.year and _HAS_YEAR.search(sentence))
             or (self.amount and _HAS_AMOUNT.search(sentence))
+            or (self.reference and sentence.lower().startswith("source:"))
         )

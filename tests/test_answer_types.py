@@ -19,6 +19,8 @@ from service.answer_types import AnswerType
         ("When was the search run?", "Databases were searched through September 18, 2022."),
         ("What dose of cells was given?", "Doses ranged from 2×10⁵ to 1×10⁹ cells."),
         ("How much was given?", "Each patient received 2 mg."),
+        ("Which journal published the review?", "Source: Regmi S, et al. Front Mol Neurosci."),
+        ("What is the PMID of the trial?", "Source: Li M, et al. PMID: 40000000."),
     ],
 )
 def test_sentence_with_the_asked_for_answer(question: str, sentence: str) -> None:
@@ -35,6 +37,7 @@ def test_sentence_with_the_asked_for_answer(question: str, sentence: str) -> Non
         ("What percentage needed another operation?", "Most patients needed nothing more."),
         ("When was the search run?", "The search covered four databases."),
         ("How long were they followed up?", "Follow-up was short."),
+        ("Which journal published the review?", "The review was widely read."),
     ],
 )
 def test_sentence_without_it(question: str, sentence: str) -> None:
