@@ -29,6 +29,7 @@ DEV_QUESTIONS = (
     Path("eval/dev_questions.jsonl"),
     Path("eval/dev_questions_2.jsonl"),
     Path("eval/dev_questions_3.jsonl"),
+    Path("eval/dev_questions_4.jsonl"),
 )
 
 

@@ -1,6 +1,6 @@
 """``python -m service train-ranker``: fit the rerank mode's weights on the development questions.
 
-Trains on ``eval/dev_questions*.jsonl`` (400 in-scope questions written by separate sessions
+Trains on ``eval/dev_questions*.jsonl`` (550 in-scope questions written by separate sessions
 without sight of the test set) and refuses the test set
 ``eval/questions.jsonl``: weights fitted on the questions the evaluation reports would
 make its figures meaningless. Measure the result with ``python -m service eval``.
