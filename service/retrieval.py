@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 
@@ -376,10 +376,3 @@ class Retriever:
             for rank, (row, _score) in enumerate(ranking, start=1):
                 fused[row] = fused.get(row, 0.0) + weight / (self.settings.rrf_k + rank)
         return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
-
-
-def mode_names() -> tuple[str, ...]:
-    return MODES
-
-
-Mode = Literal["rerank", "hybrid", "dense", "bm25"]

@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from service.answering import Answer, Citation
+from service.config import RetrievalMode
 from service.retrieval import Hit
 
-Mode = Literal["rerank", "hybrid", "dense", "bm25"]
+Mode = RetrievalMode  # the one list of modes, in service/config.py
 MAX_QUESTION_CHARS = 2000
 
 
