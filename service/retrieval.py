@@ -168,13 +168,9 @@ class Retriever:
             raise ValueError(f"unknown mode '{mode}'; use one of {', '.join(MODES)}")
         if k < 1:
             raise ValueError("k must be at least 1")
-        allowed = self._allowed_rows(document_ids)
-        total = len(self.data.chunks) if allowed is None else len(allowed)
-        depth = min(total, max(50, 4 * k))
-        vector = query_vector if query_vector is not None else self.embed_query(query)
-        tokens = tokenize(query)
-        dense = self._dense(vector, depth, allowed) if depth else []
-        lexical = self._bm25(tokens, depth, allowed) if depth else []
+        vector, tokens, dense, lexical = self._rankings(
+            query, k, self._allowed_rows(document_ids), query_vector
+        )
         dense_scores = dict(dense)
         bm25_scores = dict(lexical)
         if mode == "dense":
@@ -214,14 +210,26 @@ class Retriever:
         )
         return SearchResult(query, mode, hits, vector, signals)
 
+    def _rankings(
+        self,
+        query: str,
+        k: int,
+        allowed: np.ndarray[Any, np.dtype[np.int64]] | None,
+        query_vector: Vectors | None = None,
+    ) -> tuple[Vectors, list[str], list[tuple[int, float]], list[tuple[int, float]]]:
+        """The question's vector and words, and its dense and BM25 rankings, deep enough for
+        fusion and reranking to see past the first ``k``."""
+        total = len(self.data.chunks) if allowed is None else len(allowed)
+        depth = min(total, max(50, 4 * k))
+        vector = query_vector if query_vector is not None else self.embed_query(query)
+        tokens = tokenize(query)
+        dense = self._dense(vector, depth, allowed) if depth else []
+        lexical = self._bm25(tokens, depth, allowed) if depth else []
+        return vector, tokens, dense, lexical
+
     def candidates(self, query: str, k: int = 5) -> CandidateSignals:
         """The rerank mode's candidates for ``query`` and their signals (for training)."""
-        depth = min(len(self.data.chunks), max(50, 4 * k))
-        vector = self.embed_query(query)
-        tokens = tokenize(query)
-        dense = self._dense(vector, depth, None) if depth else []
-        lexical = self._bm25(tokens, depth, None) if depth else []
-        return self.candidate_signals(vector, tokens, dense, lexical)
+        return self.candidate_signals(*self._rankings(query, k, None))
 
     def candidate_signals(
         self,
