@@ -86,12 +86,11 @@ class Engine:
         """Load the model and the index, building the index first if missing or stale.
 
         A stale index whose folder cannot be written is served as it is, with a warning
-        (``ensured.warning``), rather than not at all.
+        (``ensured.warning``, also kept as ``engine.index_warning``) for the caller to report,
+        rather than not at all.
         """
         embedder = embedder or load_embedder(settings)
         ensured = ensure_index(settings, embedder, progress=progress, serve_stale=True)
-        if ensured.warning:
-            log.warning("%s", ensured.warning)
         engine = cls(settings, embedder, ensured.data)
         engine.index_warning = ensured.warning
         return engine, ensured

@@ -715,6 +715,7 @@ def test_stale_index_in_a_read_only_folder_is_served_with_a_warning(read_only: S
     warning = [line for line in search.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warning) == 1, search.stderr
     assert "serving the existing index unchanged (index is stale: corpus changed)" in warning[0]
+    assert search.stderr.count("serving the existing index unchanged") == 1  # said once
     assert f"cannot write to {settings.index_dir}/ (Permission denied)" in warning[0]
     assert "Traceback" not in search.stderr
 

@@ -243,7 +243,9 @@ def create_app(
 
     def load() -> None:
         try:
-            state.engine, _ = Engine.start(settings)
+            state.engine, ensured = Engine.start(settings)
+            if ensured.warning:
+                log.warning("%s", ensured.warning)
         except Exception as exc:  # reported by /readyz and logged; the process stays up
             state.load_error = str(exc)
             log.error("could not load the index: %s", exc)
