@@ -29,6 +29,12 @@ _DURATION = re.compile(
     re.I,
 )
 _YEAR = re.compile(r"\b(?:when|what year|which year|what date|up to what date)\b", re.I)
+# Any question after a number or a date (a looser net than the kinds above).
+_QUANTITY = re.compile(
+    r"\b(how (?:many|much|long|often|big|large|high|low)|what (?:percentage|proportion|"
+    r"fraction|number|dose|doses|dosage|rate|year)|when|which year|how old)\b",
+    re.IGNORECASE,
+)
 _DOSE = re.compile(r"\b(?:dose|doses|dosage|dosing|how much)\b", re.I)
 _REFERENCE = re.compile(
     r"\b(?:journal|published|publish|publication|pmid|pmcid|doi|volume|citation|"
@@ -59,6 +65,7 @@ class AnswerType:
     year: bool
     amount: bool
     reference: bool = False  # where and by whom the article was published
+    quantity: bool = False  # some number or date (answering.py favours sentences with digits)
 
     @classmethod
     def of(cls, question: str) -> AnswerType:
@@ -74,6 +81,7 @@ class AnswerType:
             bool(_YEAR.search(question)),
             bool(_DOSE.search(question)),
             bool(_REFERENCE.search(question)),
+            bool(_QUANTITY.search(question)),
         )
 
     @property

@@ -110,12 +110,6 @@ class _Candidate:
 # 0.3, 0.628 at 0.5). See service/answer_types.py.
 TYPED_ANSWER_BONUS = 0.5
 
-_QUANTITY_QUESTION = re.compile(
-    r"\b(how (?:many|much|long|often|big|large|high|low)|what (?:percentage|proportion|"
-    r"fraction|number|dose|doses|dosage|rate|year)|when|which year|how old)\b",
-    re.IGNORECASE,
-)
-
 
 def compose_answer(
     result: SearchResult,
@@ -134,7 +128,6 @@ def compose_answer(
     query_terms = set(tokenize(result.query))
     weight = term_weight or (lambda _term: 1.0)
     query_weight = sum(weight(t) for t in query_terms)
-    wants_quantity = bool(_QUANTITY_QUESTION.search(result.query))
     answer_type = AnswerType.of(result.query)
     candidates: list[_Candidate] = []
     seen_spans: set[tuple[str, int]] = set()
@@ -153,7 +146,7 @@ def compose_answer(
                 sum(weight(t) for t in query_terms & terms) / query_weight if query_weight else 0.0
             )
             score = float(cosines[s_pos]) + 0.5 * overlap - 0.05 * pos
-            if wants_quantity and re.search(r"\d", sentence):
+            if answer_type.quantity and re.search(r"\d", sentence):
                 score += 0.15
             if answer_type.known and answer_type.found_in(sentence):
                 score += TYPED_ANSWER_BONUS  # "how many patients" -> "245 patients"
