@@ -174,7 +174,7 @@ def _text_key(model: str, text: str) -> str:
     return hashlib.sha256(f"{model}\x1f{text}".encode()).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -382,7 +382,7 @@ def build_index(
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             files[path.relative_to(tmp).as_posix()] = {
                 "bytes": path.stat().st_size,
-                "sha256": _sha256_file(path),
+                "sha256": sha256_file(path),
             }
         elapsed = time.perf_counter() - started
         manifest = Manifest(
@@ -539,7 +539,7 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
                 f"{path} has {size} bytes, the manifest says {info.get('bytes')} "
                 f"(truncated or modified); {fix}"
             )
-        if verify and size < VERIFY_CHECKSUM_BELOW and _sha256_file(path) != info.get("sha256"):
+        if verify and size < VERIFY_CHECKSUM_BELOW and sha256_file(path) != info.get("sha256"):
             raise IndexCorruptError(f"{path} does not match its checksum (corrupt); {fix}")
     try:
         documents = {}

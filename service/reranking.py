@@ -15,7 +15,6 @@ most of the gain (see README "Evaluation").
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -184,7 +183,3 @@ def fit(
             gradient += x.T @ (p - target)
         weights -= learning_rate * (gradient / len(usable) + l2 * weights)
     return LinearRanker(FEATURES, mean, std, weights, dict(info or {}))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -14,7 +14,7 @@ from service.config import SettingsError, load_settings
 from service.embedding import HashEmbedder
 from service.engine import Engine
 from service.evaluation.dataset import DEV_QUESTIONS
-from service.index_store import build_index, load_index
+from service.index_store import build_index, load_index, sha256_file
 from service.reranking import (
     DEFAULT_PATH,
     FEATURES,
@@ -23,7 +23,6 @@ from service.reranking import (
     RankerFileError,
     TrainingGroup,
     feature_matrix,
-    file_sha256,
     fit,
 )
 from service.retrieval import Retriever
@@ -149,7 +148,7 @@ def test_bad_ranker_path_is_rejected_at_start_up(tmp_path: Path) -> None:
 def test_shipped_weights_were_trained_on_the_development_set() -> None:
     ranker = LinearRanker.load(DEFAULT_PATH)
     assert ranker.info["questions"] == [p.as_posix() for p in DEV_QUESTIONS]
-    assert ranker.info["questions_sha256"] == [file_sha256(ROOT / p) for p in DEV_QUESTIONS]
+    assert ranker.info["questions_sha256"] == [sha256_file(ROOT / p) for p in DEV_QUESTIONS]
     assert "eval/questions.jsonl" not in ranker.info["questions"]
 
 

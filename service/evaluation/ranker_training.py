@@ -22,12 +22,12 @@ from service.evaluation.dataset import (
     load_questions,
     passage_qrels,
 )
+from service.index_store import sha256_file
 from service.reranking import (
     DEFAULT_PATH,
     LinearRanker,
     TrainingGroup,
     feature_matrix,
-    file_sha256,
     fit,
 )
 
@@ -59,7 +59,7 @@ def train(
     groups = [g for path in paths for g in training_groups(engine, load_questions(path))]
     info = {
         "questions": [path.as_posix() for path in paths],
-        "questions_sha256": [file_sha256(path) for path in paths],
+        "questions_sha256": [sha256_file(path) for path in paths],
         "in_scope_questions": len(groups),
         "with_relevant_candidate": sum(1 for g in groups if g.relevant.any()),
         "model": engine.settings.model,
