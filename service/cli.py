@@ -58,12 +58,15 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_settings(**overrides)
 
 
-def _engine(args: argparse.Namespace, progress: Progress) -> Any:
-    from service.engine import Engine
+def _engine(args: argparse.Namespace, progress: Progress, *, reader: bool = True) -> Any:
+    """The engine for a command; ``reader=False`` for commands that do not answer (training)."""
+    from service.engine import CONFIGURED, Engine
 
     settings = _settings(args)
     progress.say(f"loading model '{settings.model}' and index {settings.index_dir}/ ...")
-    engine, ensured = Engine.start(settings, progress=progress)
+    engine, ensured = Engine.start(
+        settings, progress=progress, reader=CONFIGURED if reader else None
+    )
     if ensured.warning:
         print(f"warning: {ensured.warning}", file=sys.stderr)
     if ensured.build is not None:
@@ -114,7 +117,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     progress = Progress(quiet=args.json or args.quiet)
-    engine = _engine(args, progress)
+    engine = _engine(args, progress, reader=False)
     outcome = engine.search(args.question, args.k, args.mode)
     if args.json:
         from service.api.schemas import PassageOut
@@ -161,6 +164,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         return 0
     import textwrap
 
+    heading = _STATUS_HEADINGS.get(answer.status)
+    if heading:
+        print(heading)
     print(textwrap.fill(answer.text, 100))
     if answer.citations:
         print("\nReferences")
@@ -168,8 +174,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
             doc = c.hit.document
             print(f"  [{c.marker}] {doc.title} ({doc.year}). {doc.study_type or ''}")
             print(f"      {_short_ref(doc)}")
+    elif answer.status == "not_stated" and answer.passages:
+        print("\nRelated reading (not an answer)")
+        for hit in answer.passages:
+            doc = hit.document
+            print(f"  - {doc.title} ({doc.year}), {hit.chunk.section}. {doc.study_type or ''}")
+            print(f"      {_short_ref(doc)}")
     print(f"\n{answer.disclaimer}")
     return 0
+
+
+_STATUS_HEADINGS = {
+    "not_stated": "Not stated in the documents:",
+    "not_covered": "Not covered by the documents:",
+}
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -192,10 +210,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     progress = Progress(args.quiet)
     engine = _engine(args, progress)
-    from service.evaluation.dataset import DEV_QUESTIONS
+    from service.evaluation.dataset import DEV_QUESTIONS, DEV_QUESTIONS_5
 
     # Never the test set (eval/questions.jsonl): its abstention figures must stay unseen.
-    files = args.file or ["eval/calibration.jsonl", *(p.as_posix() for p in DEV_QUESTIONS)]
+    files = args.file or [
+        "eval/calibration.jsonl",
+        *(p.as_posix() for p in (*DEV_QUESTIONS, DEV_QUESTIONS_5)),
+    ]
     report = calibrate(engine, files)
     print(format_report(report))
     return 0
@@ -250,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--file",
         action="append",
         help="labelled questions (JSONL); repeatable. Default: eval/calibration.jsonl and "
-        "eval/dev_questions*.jsonl (not the test set)",
+        "eval/dev_questions*.jsonl (not the test set; copies of test questions are left out)",
     )
     add_common_options(p)
     p.set_defaults(func=cmd_calibrate)
@@ -284,11 +305,18 @@ def _register_train_ranker(sub: Any) -> None:
     register(sub)
 
 
+def _register_train_reader(sub: Any) -> None:
+    from service.evaluation.reader_training import register
+
+    register(sub)
+
+
 _EXTRA_COMMANDS: list[Callable[[Any], None]] = [
     _register_eval,
     _register_soak,
     _register_bench,
     _register_train_ranker,
+    _register_train_reader,
 ]
 
 

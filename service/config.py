@@ -175,6 +175,49 @@ class Settings(BaseSettings):
         4, ge=1, le=8, description="Most sentences an answer may quote."
     )
 
+    # -- the reader (service/reader.py) -----------------------------------------------------
+    reader: Literal["on", "off"] = Field(
+        "on",
+        description=(
+            "'on': a small cross-encoder reads the best candidate sentences with the question, "
+            "declines questions the documents discuss but do not answer ('not_stated') and "
+            "quotes the sentence it scores best first; 'off': the answer composer alone (as before "
+            "the reader). Missing or mismatched weights give one warning and fall back to 'off'."
+        ),
+    )
+    reader_path: Path | None = Field(
+        None,
+        description=(
+            "Folder with the reader's reader.safetensors and manifest.json (written by python "
+            "-m service train-reader); unset: the weights shipped in service/reader_model/."
+        ),
+    )
+    reader_threshold: float = Field(
+        0.043,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Reader answerability (probability that one of the candidate sentences answers the "
+            "question) below which the answer is 'not_stated'. Measured on the development "
+            "questions by python -m service calibrate, never on the test set: 0.043 is the "
+            "highest that still answers 98% of the in-scope development questions."
+        ),
+    )
+    reader_max_candidates: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description=(
+            "Candidate sentences the reader reads per question: the composer's best ones. Each "
+            "costs about 5 ms on 2 CPU cores (a question and a sentence are about 70 word "
+            "pieces); on the development questions 4 separate answerable from unanswerable "
+            "ones as well as 8 or 16 do."
+        ),
+    )
+    reader_threads: int = Field(
+        2, ge=1, le=64, description="CPU threads for one reader call (ONNX Runtime)."
+    )
+
     # -- HTTP -------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to serve on.")
     port: int = Field(8000, ge=1, le=65535, description="Port to serve on.")
@@ -271,6 +314,19 @@ class Settings(BaseSettings):
         try:
             LinearRanker.load(value)
         except RankerFileError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("reader_path")
+    @classmethod
+    def _reader_loads(cls, value: Path | None) -> Path | None:
+        from service.reader import ReaderError, verified_manifest
+
+        if value is None:
+            return None
+        try:
+            verified_manifest(value)
+        except ReaderError as exc:
             raise ValueError(str(exc)) from None
         return value
 

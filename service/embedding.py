@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -209,8 +209,6 @@ def export_onnx(location: Path, target: Path) -> None:
     Needs torch and transformers (already dependencies); nothing is downloaded. The output of
     the exported graph is checked against torch on a probe sentence before it is kept.
     """
-    import warnings
-
     import torch
     from transformers import AutoModel
 
@@ -233,7 +231,20 @@ def export_onnx(location: Path, target: Path) -> None:
             hidden: torch.Tensor = out.last_hidden_state
             return hidden
 
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    write_onnx(_Wrapper(model), target, "last_hidden_state", {0: "batch", 1: "seq"})
+
+
+#: The inputs of a BERT-style graph, in the order ``write_onnx`` passes them.
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def write_onnx(module: Any, target: Path, output: str, output_axes: dict[int, str]) -> None:
+    """Export a module taking (input_ids, attention_mask, token_type_ids) to ONNX at
+    ``target``, atomically, with a dynamic batch and sequence length."""
+    import warnings
+
+    import torch
+
     sample = torch.ones((2, 8), dtype=torch.long)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -241,12 +252,15 @@ def export_onnx(location: Path, target: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Wrapper(model),
+                module,
                 (sample, sample, torch.zeros_like(sample)),
                 str(tmp),
-                input_names=names,
-                output_names=["last_hidden_state"],
-                dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]},
+                input_names=list(ONNX_INPUTS),
+                output_names=[output],
+                dynamic_axes={
+                    **{n: {0: "batch", 1: "seq"} for n in ONNX_INPUTS},
+                    output: output_axes,
+                },
                 opset_version=17,
                 dynamo=False,
             )

@@ -26,6 +26,7 @@ from service.index_store import (
     load_index,
 )
 from service.index_store import IndexError as IndexProblem
+from service.reader import Reader, load_reader
 from service.reranking import DEFAULT_PATH as DEFAULT_RANKER
 from service.reranking import LinearRanker
 from service.retrieval import Hit, Retriever
@@ -66,12 +67,24 @@ def load_ranker(settings: Settings) -> LinearRanker | None:
     return ranker
 
 
+#: ``Engine(reader=CONFIGURED)``: load the reader the settings name (``QA_READER``).
+CONFIGURED = "configured"
+
+
 class Engine:
-    def __init__(self, settings: Settings, embedder: Embedder, data: IndexData) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        data: IndexData,
+        reader: Reader | str | None = CONFIGURED,
+    ) -> None:
         self.settings = settings
         # Questions from concurrent requests share encoder calls (service/batching.py).
         self.embedder = with_query_batching(embedder, settings)
         self.ranker = load_ranker(settings)
+        # The reader does not depend on the index, so it survives a swap.
+        self.reader: Reader | None = load_reader(settings) if isinstance(reader, str) else reader
         self.retriever = Retriever(data, self.embedder, settings, self.ranker)
         self.index_warning: str | None = None  # set when serving an index that is out of date
 
@@ -82,6 +95,7 @@ class Engine:
         *,
         embedder: Embedder | None = None,
         progress: ProgressFn | None = None,
+        reader: Reader | str | None = CONFIGURED,
     ) -> tuple[Engine, EnsureResult]:
         """Load the model and the index, building the index first if missing or stale.
 
@@ -91,7 +105,7 @@ class Engine:
         """
         embedder = embedder or load_embedder(settings)
         ensured = ensure_index(settings, embedder, progress=progress, serve_stale=True)
-        engine = cls(settings, embedder, ensured.data)
+        engine = cls(settings, embedder, ensured.data, reader)
         engine.index_warning = ensured.warning
         return engine, ensured
 
@@ -164,6 +178,8 @@ class Engine:
             self.settings,
             data.documents,
             retriever.term_weight,
+            self.reader,
+            retriever.knows,
         )
         answer.timings_ms["retrieval"] = round(retrieval_ms, 3)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)

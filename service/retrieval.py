@@ -135,6 +135,10 @@ class Retriever:
         known = sum(self.term_weight(t) for t in terms if t in self._vocab)
         return known / total if total else 0.0
 
+    def knows(self, term: str) -> bool:
+        """Whether any chunk holds this stemmed term."""
+        return term in self._vocab
+
     def term_weight(self, term: str) -> float:
         """IDF of a stemmed term; unknown terms weigh as much as the rarest."""
         return self.idf.get(term, self.max_idf)

@@ -11,11 +11,12 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from service.config import Settings, load_settings
@@ -24,6 +25,24 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SEED_PAGE = FIXTURES / "seed_page.txt"
+
+
+class ScriptedReader:
+    """Logit +8 for a sentence ``answers`` says answers, else -8; records each call."""
+
+    name = "scripted"
+
+    def __init__(self, answers: Callable[[str, str], bool]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def score(self, question: str, sentences: Sequence[str]) -> np.ndarray:
+        self.calls.append((question, list(sentences)))
+        return np.asarray([8.0 if self.answers(question, s) else -8.0 for s in sentences])
+
+
+def never(_question: str, _sentence: str) -> bool:
+    return False
 
 
 def make_settings(tmp: Path, corpus: Path | None = None, **overrides: object) -> Settings:
@@ -35,6 +54,7 @@ def make_settings(tmp: Path, corpus: Path | None = None, **overrides: object) ->
         "corpus_dir": corpus_dir,
         "index_dir": tmp / "index",
         "model": "hash",
+        "reader": "off",  # the real reader only where a test asks for it (real_settings)
     }
     values.update(overrides)
     return load_settings(**values)
@@ -50,7 +70,7 @@ def hash_settings(tmp_path: Path) -> Settings:
 def real_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Real corpus, real bundled model, an index built once for the session."""
     tmp = tmp_path_factory.mktemp("real")
-    return make_settings(tmp, CORPUS, model="bundled")
+    return make_settings(tmp, CORPUS, model="bundled", reader="on")
 
 
 @pytest.fixture(scope="session")

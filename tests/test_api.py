@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from service.answering import DISCLAIMER
 from service.api.app import create_app
 from service.config import Settings
-from tests.conftest import CORPUS, make_settings
+from service.engine import Engine
+from tests.conftest import CORPUS, ScriptedReader, make_settings, never
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def hash_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = make_settings(tmp_path_factory.mktemp("api"), CORPUS)
     with TestClient(create_app(settings, load_in_background=False)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def declining_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The hashing embedder and a reader that finds no answer in any sentence."""
+    settings = make_settings(tmp_path_factory.mktemp("declining"), CORPUS)
+    engine, _ = Engine.start(settings, reader=ScriptedReader(never))
+    with TestClient(create_app(settings, engine=engine)) as client:
         yield client
 
 
@@ -122,19 +132,46 @@ def test_search_modes(hash_client: TestClient, mode: str) -> None:
 
 def test_ask_shape(hash_client: TestClient) -> None:
     body = ask(hash_client, "What was the reoperation rate after MSC disc injection?").json()
-    assert set(body) >= {"answer", "citations", "passages", "abstained", "abstain_reason",
-                         "disclaimer", "timings_ms", "sentences", "coverage"}  # fmt: skip
+    assert set(body) >= {"answer", "answer_status", "citations", "passages", "abstained",
+                         "abstain_reason", "missing_terms", "disclaimer", "timings_ms",
+                         "sentences", "coverage", "reader"}  # fmt: skip
+    assert body["answer_status"] == "answered" and body["abstained"] is False
+    assert body["reader"] is None  # QA_READER=off in these tests
     assert body["disclaimer"] == DISCLAIMER
     assert "not medical advice" in body["disclaimer"]
     assert {"retrieval", "answer", "total"} <= set(body["timings_ms"])
 
 
 def test_ask_document_filter(hash_client: TestClient) -> None:
-    body = ask(hash_client, "safety of the treatment", document_ids=["li-2025"]).json()
-    used = {c["document_id"] for c in body["citations"]} | {
-        p["document_id"] for p in body["passages"]
-    }
-    assert used <= {"li-2025"}
+    body = ask(hash_client, "safety of the nebulized vesicles", document_ids=["li-2025"]).json()
+    assert body["answer_status"] == "answered"
+    assert {c["document_id"] for c in body["citations"]} == {"li-2025"}
+    assert {p["document_id"] for p in body["passages"]} <= {"li-2025"}
+
+
+def test_unrelated_question_is_not_covered(hash_client: TestClient) -> None:
+    body = ask(hash_client, "chocolate chip cookies: recipe?").json()
+    assert body["answer_status"] == "not_covered" and body["abstained"] is True
+    assert body["citations"] == [] and body["passages"] == []
+    assert body["missing_terms"] == ["chocolate", "chip", "cookies"]
+    assert "They do not mention chocolate, chip or cookies." in body["answer"]
+    assert body["disclaimer"] == DISCLAIMER
+
+
+def test_not_stated_answer_over_http(declining_client: TestClient) -> None:
+    body = ask(declining_client, "What is the recommended ibuprofen dose after a disc injection?")
+    assert body.status_code == 200
+    data = body.json()
+    assert data["answer_status"] == "not_stated" and data["abstained"] is True
+    assert data["sentences"] == [] and data["citations"] == []
+    assert 1 <= len(data["passages"]) <= 3
+    assert all(p["rank"] == n for n, p in enumerate(data["passages"], start=1))
+    assert data["missing_terms"] == ["ibuprofen"]
+    assert data["answer"].startswith("The documents do not mention ibuprofen.")
+    assert data["reader"]["answerability"] < data["reader"]["threshold"]
+    assert data["reader"]["candidates"] >= 1
+    assert "reader" in data["timings_ms"]
+    assert data["disclaimer"] == DISCLAIMER
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -322,7 +359,8 @@ def test_markers_and_citations_agree_on_many_questions(real_client: TestClient) 
     for question in questions:
         body = ask(real_client, question).json()
         if body["abstained"]:
-            assert body["citations"] == [] and body["passages"] == []
+            assert body["citations"] == [] and body["sentences"] == []
+            assert body["answer_status"] in ("not_stated", "not_covered")
             continue
         answered += 1
         check_answer(body)
@@ -343,7 +381,7 @@ def test_markers_and_citations_agree_on_many_questions(real_client: TestClient) 
 )
 def test_unrelated_questions_abstain(real_client: TestClient, question: str) -> None:
     body = ask(real_client, question).json()
-    assert body["abstained"] is True
+    assert body["abstained"] is True and body["answer_status"] == "not_covered"
     assert body["abstain_reason"]
     assert body["citations"] == [] and body["passages"] == []
     assert "do not cover" in body["answer"]
@@ -351,14 +389,39 @@ def test_unrelated_questions_abstain(real_client: TestClient, question: str) -> 
 
 
 @pytest.mark.model
+@pytest.mark.parametrize(
+    ("question", "absent"),
+    [
+        # What a new user saw answered with a confident, unrelated quote (issue: the reader).
+        ("What is the recommended ibuprofen dose for a headache?", "ibuprofen"),
+        ("How much does stem cell treatment cost?", None),
+        ("Does CAR-T cell therapy cure leukemia?", "CAR-T"),
+        ("What is the best recipe for chocolate chip cookies?", "chocolate"),
+    ],
+)
+def test_questions_the_documents_do_not_answer_are_declined(
+    real_client: TestClient, question: str, absent: str | None
+) -> None:
+    body = ask(real_client, question).json()
+    assert body["answer_status"] in ("not_stated", "not_covered"), body["answer"]
+    assert body["citations"] == [] and body["sentences"] == []
+    if absent:
+        assert absent in body["missing_terms"]
+        assert "do not mention " in body["answer"] and absent in body["answer"]
+    assert body["disclaimer"] == DISCLAIMER
+
+
+@pytest.mark.model
 def test_in_scope_calibration_questions_are_answered(real_client: TestClient) -> None:
+    """Coverage never refuses them; the reader, tuned to answer 98% of the development
+    questions, may find no answering sentence for a few broad ones (measured: 3 of 35)."""
     rows = [json.loads(line) for line in (ROOT / "eval" / "calibration.jsonl").open()]
-    wrongly = [
-        r["question"]
-        for r in rows
-        if ask(real_client, r["question"]).json()["abstained"] == r["in_scope"]
-    ]
-    assert wrongly == []
+    status = {r["question"]: ask(real_client, r["question"]).json()["answer_status"] for r in rows}
+    inside = [r["question"] for r in rows if r["in_scope"]]
+    outside = [r["question"] for r in rows if not r["in_scope"]]
+    assert [q for q in inside if status[q] == "not_covered"] == []
+    assert sum(status[q] == "not_stated" for q in inside) <= 0.1 * len(inside)
+    assert [q for q in outside if status[q] == "answered"] == []
 
 
 @pytest.mark.model

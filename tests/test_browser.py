@@ -69,6 +69,8 @@ READY_TIMEOUT_S = float(os.environ.get("QA_BROWSER_READY_TIMEOUT", "180"))
 ANSWER_TIMEOUT_MS = 30_000
 ON_TOPIC = "What was the reoperation rate after MSC disc injection?"
 OFF_TOPIC = "What is the capital of France?"
+# The documents discuss disc injections, but never ibuprofen: the reader declines it.
+NOT_STATED = "What is the recommended ibuprofen dose after a disc injection?"
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 360, "height": 740}
 REPLIES = "#conversation > li.msg-assistant:not(.is-pending)"
@@ -277,6 +279,37 @@ def test_unrelated_question_shows_the_abstained_state(desktop: Page) -> None:
     expect(reply).to_contain_text("The documents don't cover this")
     assert reply.locator(".marker").count() == 0
     assert reply.locator(".source-card").count() == 0
+
+
+def test_unanswered_near_topic_question_shows_not_stated_and_related_reading(
+    desktop: Page,
+) -> None:
+    reply = ask(desktop, NOT_STATED)
+    expect(reply).to_have_class(re.compile(r"\bis-not-stated\b"))
+    expect(reply).not_to_have_class(re.compile(r"\bis-not-covered\b"))
+    expect(reply.locator(".answer-label")).to_have_text("Not stated in the documents")
+    expect(reply.locator(".abstain-text")).to_contain_text("do not mention ibuprofen")
+    expect(reply.locator(".abstain-text")).to_contain_text("do not answer this question")
+    related = reply.locator("section.related-reading")
+    expect(related).to_be_visible()
+    expect(related.locator(".related-title")).to_have_text("Related reading — not an answer")
+    assert 1 <= related.locator("li.passage").count() <= 3
+    assert reply.locator(".marker").count() == 0
+    assert reply.locator(".source-card").count() == 0
+    expect(reply.locator(".answer-disclaimer")).to_contain_text("not medical advice")
+    # Related passages open in the document view like any other passage.
+    related.locator("li.passage").first.get_by_role("button", name="View in document").click()
+    expect(desktop.locator("#doc-panel")).to_be_visible()
+    back_to_chat(desktop)
+
+
+def test_not_covered_and_not_stated_look_different(desktop: Page) -> None:
+    off = ask(desktop, OFF_TOPIC)
+    near = ask(desktop, NOT_STATED)
+    expect(off).to_have_class(re.compile(r"\bis-not-covered\b"))
+    off_colour = off.locator(".answer").evaluate("e => getComputedStyle(e).backgroundColor")
+    near_colour = near.locator(".answer").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert off_colour != near_colour
 
 
 def test_server_error_is_shown_and_the_page_keeps_working(desktop: Page) -> None:

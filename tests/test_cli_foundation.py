@@ -164,6 +164,51 @@ def test_search_json(tmp_path: Path, folders: tuple[Path, Path]) -> None:
     assert "Nebulized vesicles improved lung function" in text.stdout
 
 
+def test_ask_shows_each_answer_status(tmp_path: Path, folders: tuple[Path, Path]) -> None:
+    corpus, index = folders
+    answered, uncovered, as_json = run_together(
+        tmp_path,
+        [
+            (("ask", "Did knee pain fall after the injection?", "-q"), corpus, index,
+             {"QA_READER": "off"}),
+            (("ask", "chocolate chip cookies: recipe?", "-q"), corpus, index,
+             {"QA_READER": "off"}),
+            (("ask", "chocolate chip cookies: recipe?", "--json"), corpus, index,
+             {"QA_READER": "off"}),
+        ],
+    )  # fmt: skip
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.startswith("Knee pain fell after one injection. [1]")
+    assert "References\n  [1] Knee Cartilage (2021)." in answered.stdout
+    assert "not medical advice" in answered.stdout
+    assert uncovered.returncode == 0, uncovered.stderr
+    assert uncovered.stdout.startswith("Not covered by the documents:\nThe documents in this")
+    assert "do not mention chocolate, chip or cookies" in " ".join(uncovered.stdout.split())
+    assert "References" not in uncovered.stdout
+    body = json.loads(as_json.stdout)
+    assert body["answer_status"] == "not_covered" and body["abstained"] is True
+
+
+@pytest.mark.model
+def test_ask_shows_not_stated_with_related_reading(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    """The shipped reader, with a threshold no answer reaches: a plain 'not stated' reply."""
+    corpus, index = folders
+    result = run_cli(
+        tmp_path, "ask", "How much do disc injections of stem cells cost?", "-q",
+        corpus=corpus, index=index, QA_READER="on", QA_READER_THRESHOLD="1.0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Not stated in the documents:\n")
+    assert "do not answer this question" in " ".join(result.stdout.split())
+    assert "\nRelated reading (not an answer)\n  - Spinal Discs (2023), Spinal Discs." in (
+        result.stdout
+    )
+    assert "References" not in result.stdout and "[1]" not in result.stdout
+    assert "not medical advice" in result.stdout
+
+
 def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path, folders: tuple[Path, Path]) -> None:
     corpus, index = folders
     blocker = tmp_path / "plain-file"

@@ -307,7 +307,7 @@ def fake_answer(text: str | None, question: str = "q") -> Answer:
         sentences=sentences,
         citations=[],
         passages=[],
-        abstained=text is None,
+        status="answered" if text else "not_covered",
         abstain_reason=None if text else "low coverage",
         coverage=Coverage(0.5, 0.5, 0.5, 0.5),
     )

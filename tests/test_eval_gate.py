@@ -113,7 +113,7 @@ def test_quality_gate(evaluation: Any) -> None:
     served = evaluation.modes[GATE_MODE]
     assert served.abstention["unrelated_answered_count"] == 0
     assert served.abstention["in_scope_abstained"] <= GATE_MAX_IN_SCOPE_ABSTAINED
-    values = {**served.retrieval, **served.answer}
+    values = {**served.retrieval, **served.answer, **served.abstention}
     for metric, floor in FLOORS.items():
         assert values[metric] >= floor, f"{metric} {values[metric]:.3f} < {floor}"
     assert gate_failures(evaluation) == []
@@ -163,3 +163,19 @@ def test_recommended_threshold_is_mid_gap() -> None:
     assert recommend(rows([0.1, 0.4, 0.41, 0.9], [0.0, 0.2])) == 0.3
     # Answering an out-of-scope question costs twice as much as abstaining on an in-scope one.
     assert recommend(rows([0.3, 0.35, 0.9], [0.0, 0.32])) == 0.335
+
+
+def test_recommended_reader_threshold_keeps_in_scope_answers() -> None:
+    from service.calibration import Scored, reader_errors_at, recommend_reader
+
+    inside = [Scored("q", True, 0.9, "in_scope", a) for a in (0.2, *([0.9] * 98), 0.95)]
+    near = [Scored("q", False, 0.9, "near_domain", a) for a in (0.05, 0.1, 0.5, 0.92)]
+    points = inside + near
+    # 100 in-scope questions may lose 2: the threshold sits halfway between the 2nd and 3rd
+    # lowest in-scope scores (0.9 and 0.9), so none of the 98 at 0.9 is declined.
+    assert recommend_reader(points) == 0.9
+    errors = reader_errors_at(points, 0.9)
+    assert errors["in_scope_declined"] == 1 and errors["near_domain_declined"] == 3
+    assert recommend_reader(points, max_declined=0.0) == 0.1  # halfway from 0 to 0.2
+    with pytest.raises(ValueError, match="in-scope"):
+        recommend_reader(near)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import CORPUS, make_settings, serving
+from conftest import CORPUS, ScriptedReader, make_settings, never, serving
 
 from service.api.app import create_app
 from service.config import Settings
@@ -199,6 +199,26 @@ def test_unrelated_question_is_a_normal_abstaining_reply(client: openai.OpenAI) 
     assert "References" not in content and "doi.org" not in content and "[1]" not in content
     assert completion.model_extra["citations"] == []
     assert completion.model_extra["abstained"] is True
+    assert completion.model_extra["answer_status"] == "not_covered"
+
+
+def test_not_stated_reply_lists_related_reading_not_references(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = make_settings(tmp_path_factory.mktemp("declining"), CORPUS)
+    engine, _ = Engine.start(settings, reader=ScriptedReader(never))
+    with serving(create_app(settings, engine=engine)) as url:
+        question = "What is the recommended ibuprofen dose after a disc injection?"
+        completion = ask(make_client(url), [{"role": "user", "content": question}])
+    content = completion.choices[0].message.content or ""
+    assert completion.model_extra["answer_status"] == "not_stated"
+    assert completion.model_extra["abstained"] is True
+    assert completion.model_extra["citations"] == []
+    assert content.startswith("The documents do not mention ibuprofen.")
+    assert "**Related reading (not an answer)**" in content
+    assert "**References**" not in content and "[1]" not in content
+    assert content.rstrip().endswith("_")  # the disclaimer closes the reply
+    assert DISCLAIMER_START in content
 
 
 # -- follow-up questions ---------------------------------------------------------------------

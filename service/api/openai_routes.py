@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.answering import Answer
+from service.answering import Answer, AnswerStatus
 from service.api.schemas import CitationOut, clean_question
 from service.api.state import app_state, ready_engine
 from service.conversation import ResolvedAnswer, Turn, answer_resolved, corpus_terms, resolve
@@ -329,7 +329,11 @@ class ChatCompletion(BaseModel):
     citations: list[CitationOut] = Field(
         description="The cited passages, as in /api/ask (extra field)."
     )
-    abstained: bool = Field(description="True when the documents do not cover the question.")
+    abstained: bool = Field(description="True when the reply quotes no answer (extra field).")
+    answer_status: AnswerStatus = Field(
+        description="answered, not_stated (the documents discuss it but do not answer) or "
+        "not_covered, as in /api/ask (extra field)."
+    )
     resolution: ResolutionOut
 
 
@@ -353,7 +357,17 @@ def reference_line(doc: Document) -> str:
 
 
 def reply_text(answer: Answer) -> str:
-    """The assistant message: cited answer, References (cited sources only), disclaimer."""
+    """The assistant message: cited answer, References (cited sources only), disclaimer; for
+    ``not_stated``, the related reading (labelled as such) instead of references."""
+    if answer.status == "not_stated" and answer.passages:
+        lines = [answer.text, "", "**Related reading (not an answer)**", ""]
+        seen: set[str] = set()
+        for hit in answer.passages:
+            if hit.document.id not in seen:
+                seen.add(hit.document.id)
+                lines.append(f"- {reference_line(hit.document)}")
+        lines += ["", f"_{answer.disclaimer}_"]
+        return "\n".join(lines)
     if answer.abstained or not answer.citations:
         return f"{answer.text}\n\n_{answer.disclaimer}_"
     by_document: dict[str, tuple[Document, list[int]]] = {}
@@ -504,6 +518,7 @@ async def chat_completions(
         extras = {
             "citations": [c.model_dump(mode="json") for c in citations],
             "abstained": abstained,
+            "answer_status": resolved.answer.status,
             "resolution": info.model_dump(mode="json"),
         }
         events = _stream(
@@ -522,6 +537,7 @@ async def chat_completions(
         usage=usage,
         citations=citations,
         abstained=abstained,
+        answer_status=resolved.answer.status,
         resolution=info,
     )
 

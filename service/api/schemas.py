@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from service.answering import Answer, Citation
+from service.answering import Answer, AnswerStatus, Citation
 from service.config import RetrievalMode
 from service.retrieval import Hit
 
@@ -141,15 +141,45 @@ class CoverageOut(BaseModel):
     lexical: float
 
 
+class ReadingOut(BaseModel):
+    answerability: float = Field(
+        description="The reader's probability that one of the candidate sentences answers."
+    )
+    threshold: float = Field(description="Below it the answer is 'not_stated'.")
+    candidates: int = Field(description="Candidate sentences the reader read.")
+    gated: bool = Field(
+        description="False when the threshold did not apply: a question for a publication "
+        "detail answered from the article's reference line."
+    )
+
+
 class AskResponse(BaseModel):
     question: str
     answer: str
+    answer_status: AnswerStatus = Field(
+        description=(
+            "'answered': quoted sentences with citations; 'not_stated': the documents discuss "
+            "the topic but do not answer the question (`passages` then holds related reading, "
+            "not an answer); 'not_covered': the question is outside the collection."
+        )
+    )
     sentences: list[AnswerSentenceOut]
     citations: list[CitationOut]
-    passages: list[PassageOut]
-    abstained: bool
+    passages: list[PassageOut] = Field(
+        description=(
+            "answered: the other retrieved passages; not_stated: up to three related passages "
+            "(related reading, not an answer); not_covered: none."
+        )
+    )
+    abstained: bool = Field(description="True unless answer_status is 'answered'.")
     abstain_reason: str | None
+    missing_terms: list[str] = Field(
+        description="Words of the question that no document mentions (named in the answer)."
+    )
     coverage: CoverageOut
+    reader: ReadingOut | None = Field(
+        description="What the reader made of the candidates; null when it is off or not reached."
+    )
     disclaimer: str
     timings_ms: dict[str, float]
 
@@ -158,12 +188,15 @@ class AskResponse(BaseModel):
         return cls(
             question=answer.question,
             answer=answer.text,
+            answer_status=answer.status,
             sentences=[AnswerSentenceOut(text=s.text, marker=s.marker) for s in answer.sentences],
             citations=[CitationOut.from_citation(c) for c in answer.citations],
             passages=[PassageOut.from_hit(h) for h in answer.passages],
             abstained=answer.abstained,
             abstain_reason=answer.abstain_reason,
+            missing_terms=list(answer.missing_terms),
             coverage=CoverageOut(**answer.coverage.__dict__),
+            reader=ReadingOut(**answer.reading.__dict__) if answer.reading else None,
             disclaimer=answer.disclaimer,
             timings_ms=answer.timings_ms,
         )

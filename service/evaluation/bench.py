@@ -62,7 +62,8 @@ QUESTIONS_FILE = Path("eval/questions.jsonl")
 TARGETS: dict[str, tuple[str, float]] = {
     "search_p50_ms_1_client": ("<=", 10.0),
     "search_p99_ms_1_client": ("<=", 30.0),
-    "ask_p50_ms_1_client": ("<=", 20.0),
+    # 20 ms before the reader; the reader issue allows 40 ms with it (QA_READER=on).
+    "ask_p50_ms_1_client": ("<=", 40.0),
     "search_requests_per_s_16_clients": (">=", 200.0),
     "http_errors": ("<=", 0.0),
     "startup_to_ready_s": ("<=", 8.0),
@@ -251,6 +252,11 @@ _ENV_FIELDS = (
     "hnsw_ef_construction",
     "hnsw_ef_search",
     "abstain_threshold",
+    "reader",
+    "reader_path",
+    "reader_threshold",
+    "reader_max_candidates",
+    "reader_threads",
 )
 
 

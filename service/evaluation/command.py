@@ -64,6 +64,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "embed_context": s.embed_context,
             "rrf_k": s.rrf_k,
             "abstain_threshold": s.abstain_threshold,
+            "reader": s.reader if engine.reader is not None else "off",
+            "reader_weights": getattr(engine.reader, "name", None),
+            "reader_threshold": s.reader_threshold,
+            "reader_max_candidates": s.reader_max_candidates,
         }
     try:
         result = run_evaluation(

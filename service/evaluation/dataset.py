@@ -10,10 +10,14 @@ qrels) for standard IR tools.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from service.chunking import Chunk
 
@@ -31,6 +35,12 @@ DEV_QUESTIONS = (
     Path("eval/dev_questions_3.jsonl"),
     Path("eval/dev_questions_4.jsonl"),
 )
+#: Mostly near-domain questions (100 of 150), written to calibrate the reader's gate; never
+#: trained on (see :func:`held_out`).
+DEV_QUESTIONS_5 = Path("eval/dev_questions_5.jsonl")
+#: A development question whose cosine with a test question reaches this (or that has the same
+#: words) copies it and is left out of training and calibration (:func:`near_copies`).
+NEAR_COPY_COSINE = 0.85
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,10 @@ class Question:
     style: str | None
     relevant_docs: tuple[str, ...]
     answers: tuple[str, ...]
+    #: near-domain questions: what the documents lack (cost, dose, other_condition, ...)
+    subkind: str | None = None
+    #: near-domain questions: the article whose topic the question touches ("general": none)
+    topic_doc: str | None = None
 
     @property
     def in_scope(self) -> bool:
@@ -62,6 +76,8 @@ def load_questions(path: Path) -> list[Question]:
                 style=r.get("style"),
                 relevant_docs=tuple(r.get("relevant_docs") or ()),
                 answers=tuple(r.get("answers") or ()),
+                subkind=r.get("subkind"),
+                topic_doc=r.get("topic_doc"),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: not a question record ({exc})") from None
@@ -125,3 +141,44 @@ def export_beir(
         for qid, rels in passage_qrels(questions, chunks).items():
             for cid, rel in sorted(rels.items()):
                 fh.write(f"{qid}\t{cid}\t{rel}\n")
+
+
+def held_out(path: Path, question: Question) -> bool:
+    """Development questions kept out of the reader's training, to measure and calibrate it:
+    all of ``eval/dev_questions_5.jsonl`` and a fixed fifth of the others (by a hash of the id,
+    so the split does not move when questions are added)."""
+    if path.name == DEV_QUESTIONS_5.name:
+        return True
+    return int(hashlib.sha256(question.id.encode()).hexdigest()[:8], 16) % 5 == 0
+
+
+@dataclass(frozen=True)
+class NearCopy:
+    question_id: str
+    copies: str  # the test question's id
+    cosine: float
+
+
+def near_copies(
+    questions: Sequence[Question],
+    references: Sequence[Question],
+    embed: Callable[[str], npt.NDArray[np.float32]],
+    threshold: float = NEAR_COPY_COSINE,
+) -> list[NearCopy]:
+    """The ``questions`` that copy one of the ``references`` (the test set): the same words
+    once normalised, or a cosine of at least ``threshold``. Each question is embedded alone
+    (``embed(text)`` -> unit vector), so the result does not depend on batching."""
+    if not questions or not references:
+        return []
+    reference_vectors = np.stack([embed(r.question) for r in references])
+    reference_text = {normalize(r.question): r.id for r in references}
+    found = []
+    for q in questions:
+        same = reference_text.get(normalize(q.question))
+        cosines = reference_vectors @ embed(q.question)
+        best = int(np.argmax(cosines))
+        if same is not None:
+            found.append(NearCopy(q.id, same, 1.0))
+        elif cosines[best] >= threshold:
+            found.append(NearCopy(q.id, references[best].id, round(float(cosines[best]), 4)))
+    return found

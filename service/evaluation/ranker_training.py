@@ -103,7 +103,7 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
             )
     if not 0.0 <= args.l2 <= 100.0:
         raise CliError("--l2 must be between 0 and 100")
-    engine = _engine(args, progress)
+    engine = _engine(args, progress, reader=False)
     progress.say(f"training on {', '.join(p.as_posix() for p in paths)} ...")
     ranker = train(engine, paths, l2=args.l2)
     out = Path(args.out)

@@ -10,12 +10,20 @@ from service.evaluation.runner import (
     GATE_MODE,
     RETRIEVAL_METRICS,
     EvalResult,
+    QuestionResult,
     gate_failures,
     target_misses,
 )
 
 ANSWER_METRICS = ("answer_contains", "cites_relevant")
-ABSTAIN_METRICS = ("in_scope_abstained", "unrelated_abstained", "near_domain_abstained")
+ABSTAIN_METRICS = (
+    "in_scope_abstained",
+    "unrelated_abstained",
+    "near_domain_abstained",
+    "near_domain_not_stated",
+    "near_domain_not_covered",
+)
+READER_METRICS = ("auroc_near_domain", "auroc_unrelated")
 
 
 def _rows(result: EvalResult) -> list[tuple[str, list[float]]]:
@@ -23,7 +31,30 @@ def _rows(result: EvalResult) -> list[tuple[str, list[float]]]:
     rows = [(m, [r.retrieval[m] for r in modes]) for m in RETRIEVAL_METRICS]
     rows += [(m, [r.answer[m] for r in modes]) for m in ANSWER_METRICS]
     rows += [(m, [r.abstention[m] for r in modes]) for m in ABSTAIN_METRICS]
+    if any(r.reader for r in modes):
+        rows += [
+            (f"reader_{m}", [r.reader.get(m) or float("nan") for r in modes])
+            for m in READER_METRICS
+        ]
     return rows
+
+
+def _cell(value: float, width: int) -> str:
+    """A metric to three decimals; '-' where it is undefined (no questions of a kind)."""
+    return f"{'-':>{width}}" if value != value else f"{value:{width}.3f}"
+
+
+def _subkinds(result: EvalResult) -> list[str]:
+    """Near-domain questions declined, by what the documents lack (one line per mode)."""
+    lines = []
+    for mode, r in result.modes.items():
+        parts = [
+            f"{name} {int(v['declined'])}/{int(v['questions'])}"
+            for name, v in r.near_domain_by_subkind.items()
+        ]
+        if parts:
+            lines.append(f"near-domain declined by kind ({mode}): " + ", ".join(parts))
+    return lines
 
 
 def format_table(result: EvalResult) -> str:
@@ -32,13 +63,14 @@ def format_table(result: EvalResult) -> str:
     lines = [f"{'metric':<{width}}" + "".join(f"{m:>9}" for m in modes)]
     lines.append("-" * len(lines[0]))
     for name, values in _rows(result):
-        lines.append(f"{name:<{width}}" + "".join(f"{v:9.3f}" for v in values))
+        lines.append(f"{name:<{width}}" + "".join(_cell(v, 9) for v in values))
     c = result.counts
     lines.append("")
     lines.append(
         f"{c['in_scope']} in-scope, {c['unrelated']} unrelated, {c['near_domain']} near-domain "
         f"questions; {c['chunks']} chunks; {result.seconds:.1f} s ({result.backend})"
     )
+    lines += _subkinds(result)
     return "\n".join(lines)
 
 
@@ -48,7 +80,7 @@ def format_markdown(result: EvalResult) -> str:
     out.append("| metric | " + " | ".join(modes) + " |")
     out.append("|---|" + "---:|" * len(modes))
     for name, values in _rows(result):
-        out.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+        out.append(f"| {name} | " + " | ".join(_cell(v, 0).strip() for v in values) + " |")
     c = result.counts
     out += [
         "",
@@ -58,7 +90,11 @@ def format_markdown(result: EvalResult) -> str:
         "Hit@k: a relevant document among the first k documents retrieved. Recall, MRR, nDCG: "
         "passages (a passage is relevant when it is in a relevant document and contains an "
         "answer string). answer_contains: the answer quotes an answer string. cites_relevant: "
-        "the answer cites a relevant document.",
+        "the answer cites a relevant document. *_abstained: not answered (not_stated or "
+        "not_covered). reader_auroc_*: how well the reader's answerability separates in-scope "
+        "questions from near-domain / unrelated ones (over the questions it read).",
+        "",
+        *(f"- {line}" for line in _subkinds(result)),
         "",
     ]
     if GATE_MODE in result.modes:
@@ -77,7 +113,7 @@ def format_misses(result: EvalResult, mode: str = GATE_MODE) -> str:
         problems = []
         if r.kind == "in_scope":
             if r.abstained:
-                problems.append(f"abstained (coverage {r.coverage:.2f})")
+                problems.append(f"{r.status} ({_scores(r)})")
             if not r.retrieved_docs or r.retrieved_docs[0] not in r.relevant_docs:
                 problems.append(f"top document {r.retrieved_docs[:1]} not in {r.relevant_docs}")
             if r.first_relevant_passage_rank is None or r.first_relevant_passage_rank > 5:
@@ -88,13 +124,18 @@ def format_misses(result: EvalResult, mode: str = GATE_MODE) -> str:
             if not r.answer_contains and not r.abstained:
                 problems.append("answer lacks the answer string")
         elif not r.abstained:
-            problems.append(f"{r.kind} question answered (coverage {r.coverage:.2f})")
+            problems.append(f"{r.kind} question answered ({_scores(r)})")
         if problems:
             lines.append(f"- {r.id} [{r.style or r.kind}] {r.question}")
             lines.extend(f"    {p}" for p in problems)
             if r.kind == "in_scope" and not r.answer_contains:
                 lines.append(f"    answer: {r.answer[:300]}")
     return "\n".join(lines)
+
+
+def _scores(r: QuestionResult) -> str:
+    reading = f", answerability {r.answerability:.2f}" if r.answerability is not None else ""
+    return f"coverage {r.coverage:.2f}{reading}"
 
 
 def write_outputs(result: EvalResult, out_dir: Path, *, name: str = "latest") -> list[Path]:

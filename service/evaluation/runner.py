@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from service.chunking import Chunk, Span
 from service.evaluation.dataset import (
     Question,
@@ -38,15 +40,18 @@ TARGETS = {
     "hit@1": 0.90,
     "recall@5": 0.90,
     "answer_contains": 0.85,
+    # The reader issue: near-domain questions declined (not_stated or not_covered).
+    "near_domain_abstained": 0.80,
 }
 # What the gate enforces today (tests/test_eval_gate.py): the targets that hold, and for the
 # others a floor just under the measured value, so no change can make quality worse unnoticed.
 # Raise these as retrieval improves; never lower them to make a change pass.
 FLOORS = {
     "hit@1": 0.85,  # measured 0.866 (rerank; hybrid 0.866), on an index built from nothing
-    "recall@5": 0.78,  # measured 0.801 (hybrid 0.718)
-    "answer_contains": 0.61,  # measured 0.638 (hybrid 0.622)
-    "cites_relevant": 0.89,  # measured 0.913 (hybrid 0.890)
+    "recall@5": 0.78,  # measured 0.801 (hybrid 0.708)
+    "answer_contains": 0.61,  # measured 0.630 (hybrid 0.630)
+    "cites_relevant": 0.89,  # measured 0.913 (hybrid 0.882)
+    "near_domain_abstained": 0.30,  # measured 0.333 (24 of 72) with the reader (0 without)
 }
 GATE_MAX_UNRELATED_ANSWERED = 0
 GATE_MAX_IN_SCOPE_ABSTAINED = 0.02
@@ -63,8 +68,13 @@ class Passage:
 class Asked:
     answer: str
     cited_documents: tuple[str, ...]
-    abstained: bool
+    status: str  # answered, not_stated, not_covered
     coverage: float
+    answerability: float | None = None  # the reader's, when it read the candidates
+
+    @property
+    def abstained(self) -> bool:
+        return self.status != "answered"
 
 
 class Backend(Protocol):
@@ -94,7 +104,8 @@ class EngineBackend:
     def ask(self, question: str, k: int, mode: str) -> Asked:
         a = self.engine.ask(question, k, mode)
         cited = tuple(dict.fromkeys(c.hit.document.id for c in a.citations))
-        return Asked(a.text, cited, a.abstained, a.coverage.score)
+        reading = a.reading.answerability if a.reading else None
+        return Asked(a.text, cited, a.status, a.coverage.score, reading)
 
 
 class HttpBackend:
@@ -153,7 +164,9 @@ class HttpBackend:
     def ask(self, question: str, k: int, mode: str) -> Asked:
         r = self._call("/api/ask", {"question": question, "top_k": k, "mode": mode})
         cited = tuple(dict.fromkeys(c["document_id"] for c in r["citations"]))
-        return Asked(r["answer"], cited, r["abstained"], float(r["coverage"]["score"]))
+        status = r.get("answer_status") or ("not_covered" if r["abstained"] else "answered")
+        reading = (r.get("reader") or {}).get("answerability")
+        return Asked(r["answer"], cited, status, float(r["coverage"]["score"]), reading)
 
 
 @dataclass
@@ -166,11 +179,17 @@ class QuestionResult:
     retrieved_docs: list[str]
     first_relevant_passage_rank: int | None
     relevant_passages: int
-    abstained: bool
+    status: str
     coverage: float
+    answerability: float | None
     answer_contains: bool | None
     cites_relevant: bool | None
     answer: str
+    subkind: str | None = None
+
+    @property
+    def abstained(self) -> bool:
+        return self.status != "answered"
 
 
 @dataclass
@@ -181,6 +200,10 @@ class ModeResult:
     abstention: dict[str, float]
     risk_coverage: list[dict[str, float]]
     questions: list[QuestionResult] = field(default_factory=list)
+    #: near-domain questions by what the documents lack: {subkind: {questions, declined}}
+    near_domain_by_subkind: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: the reader's answerability AUROC, in-scope vs near-domain and vs unrelated (None: off)
+    reader: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -293,8 +316,9 @@ def evaluate_mode(
                 retrieved_docs=list(dict.fromkeys(p.document_id for p in retrieved))[:5],
                 first_relevant_passage_rank=first_rank,
                 relevant_passages=len(p_qrels.get(q.id, {})),
-                abstained=asked.abstained,
+                status=asked.status,
                 coverage=asked.coverage,
+                answerability=asked.answerability,
                 answer_contains=(
                     (not asked.abstained and contains_answer(asked.answer, q.answers))
                     if q.in_scope
@@ -304,6 +328,7 @@ def evaluate_mode(
                     bool(set(asked.cited_documents) & set(q.relevant_docs)) if q.in_scope else None
                 ),
                 answer=asked.answer,
+                subkind=q.subkind,
             )
         )
         if progress:
@@ -323,11 +348,57 @@ def evaluate_mode(
         "unrelated_answered_count": float(sum(not r.abstained for r in unrelated)),
         "near_domain_abstained": sum(r.abstained for r in near) / max(1, len(near)),
         "near_domain_answered_count": float(sum(not r.abstained for r in near)),
+        "near_domain_not_stated": sum(r.status == "not_stated" for r in near) / max(1, len(near)),
+        "near_domain_not_covered": sum(r.status == "not_covered" for r in near) / max(1, len(near)),
     }
     curve = risk_coverage(
         [(r.coverage, bool(r.answer_contains) if r.kind == "in_scope" else False) for r in results]
     )
-    return ModeResult(mode, retrieval, answer, abstention, curve, results)
+    by_subkind: dict[str, dict[str, float]] = {}
+    for r in near:
+        row = by_subkind.setdefault(r.subkind or "unlabelled", {"questions": 0, "declined": 0})
+        row["questions"] += 1
+        row["declined"] += r.abstained
+    return ModeResult(
+        mode,
+        retrieval,
+        answer,
+        abstention,
+        curve,
+        results,
+        near_domain_by_subkind=dict(sorted(by_subkind.items())),
+        reader=_reader_auroc(inside, near, unrelated),
+    )
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """Area under the ROC curve: the chance a positive scores above a negative (ties half)."""
+    if not positive or not negative:
+        return None
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negative, dtype=np.float64)
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def _reader_auroc(
+    inside: Sequence[QuestionResult],
+    near: Sequence[QuestionResult],
+    unrelated: Sequence[QuestionResult],
+) -> dict[str, float | None]:
+    """How well the reader's answerability separates in-scope from out-of-scope questions, over
+    the questions it read (a not_covered answer is decided before the reader)."""
+
+    def scores(rows: Sequence[QuestionResult]) -> list[float]:
+        return [r.answerability for r in rows if r.answerability is not None]
+
+    if not scores(inside):
+        return {}
+    return {
+        "auroc_near_domain": auroc(scores(inside), scores(near)),
+        "auroc_unrelated": auroc(scores(inside), scores(unrelated)),
+    }
 
 
 def run_evaluation(
@@ -363,7 +434,7 @@ def run_evaluation(
 def target_misses(result: EvalResult, mode: str = GATE_MODE) -> list[str]:
     """Quality targets not met yet (reported, not enforced)."""
     m = result.modes[mode]
-    values = {**m.retrieval, **m.answer}
+    values = {**m.retrieval, **m.answer, **m.abstention}
     return [
         f"{mode} {metric} = {values[metric]:.3f} (target {target})"
         for metric, target in TARGETS.items()
@@ -375,8 +446,9 @@ def gate_failures(result: EvalResult, mode: str = GATE_MODE) -> list[str]:
     """What the quality gate refuses (empty when it passes)."""
     m = result.modes[mode]
     failures = []
+    values = {**m.retrieval, **m.answer, **m.abstention}
     for metric, floor in FLOORS.items():
-        value = m.retrieval.get(metric, m.answer.get(metric))
+        value = values.get(metric)
         if value is None or value < floor:
             failures.append(f"{mode} {metric} = {value:.3f} < {floor}")
     if m.abstention["unrelated_answered_count"] > GATE_MAX_UNRELATED_ANSWERED:

@@ -410,8 +410,15 @@
     const article = h("article", { class: "answer", "aria-labelledby": `${id}-label` });
     li.append(article);
 
-    if (data.abstained) {
-      li.classList.add("is-abstained");
+    const status = data.answer_status || (data.abstained ? "not_covered" : "answered");
+    if (status === "not_stated") {
+      li.classList.add("is-abstained", "is-not-stated");
+      article.append(
+        h("p", { class: "answer-label abstain-label not-stated-label", id: `${id}-label` }, "Not stated in the documents"),
+        h("p", { class: "abstain-text" }, data.answer || ""),
+      );
+    } else if (status !== "answered") {
+      li.classList.add("is-abstained", "is-not-covered");
       article.append(
         h("p", { class: "answer-label abstain-label", id: `${id}-label` }, "The documents don't cover this"),
         h("p", { class: "abstain-text" }, data.answer || ""),
@@ -448,7 +455,7 @@
       if (citations.size) article.append(renderSources(id, [...citations.values()]));
     }
     if (Array.isArray(data.passages) && data.passages.length) {
-      article.append(renderPassages(data.passages));
+      article.append(status === "not_stated" ? renderRelated(data.passages) : renderPassages(data.passages));
     }
     if (typeof data.disclaimer === "string" && data.disclaimer) {
       article.append(h("p", { class: "answer-disclaimer" }, data.disclaimer));
@@ -561,7 +568,37 @@
     return card;
   }
 
+  function renderRelated(passages) {
+    const n = passages.length;
+    return h(
+      "section",
+      { class: "related-reading", "aria-label": "Related reading, not an answer" },
+      h("h3", { class: "related-title", text: "Related reading — not an answer" }),
+      h(
+        "p",
+        { class: "read-more-note" },
+        `${n === 1 ? "This passage discusses" : "These passages discuss"} the topic, but the documents do not answer the question.`,
+      ),
+      passageList(passages),
+    );
+  }
+
   function renderPassages(passages) {
+    const n = passages.length;
+    return h(
+      "details",
+      { class: "read-more" },
+      h("summary", {}, `Read more: ${n} related ${n === 1 ? "passage" : "passages"}`),
+      h(
+        "p",
+        { class: "read-more-note" },
+        "Other passages the search found relevant. They are not quoted in the answer.",
+      ),
+      passageList(passages),
+    );
+  }
+
+  function passageList(passages) {
     const list = h("ol", { class: "passage-list" });
     for (const p of passages) {
       list.append(
@@ -590,18 +627,7 @@
         ),
       );
     }
-    const n = passages.length;
-    return h(
-      "details",
-      { class: "read-more" },
-      h("summary", {}, `Read more: ${n} related ${n === 1 ? "passage" : "passages"}`),
-      h(
-        "p",
-        { class: "read-more-note" },
-        "Other passages the search found relevant. They are not quoted in the answer.",
-      ),
-      list,
-    );
+    return list;
   }
 
   // ---------------------------------------------------------------- documents
