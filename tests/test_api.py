@@ -208,6 +208,42 @@ def test_ask_rejects_bad_fields(hash_client: TestClient, body: dict[str, Any], f
     assert all(d["message"] for d in response.json()["details"])
 
 
+def test_limits_come_from_the_settings(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, CORPUS, max_question_chars=50, top_k=3, max_top_k=7)
+    with TestClient(create_app(settings, load_in_background=False)) as client:
+        assert client.get("/api/limits").json() == {
+            "max_question_chars": 50,
+            "top_k": 3,
+            "max_top_k": 7,
+        }
+        long = "What was the reoperation rate after MSC disc injection, in detail?"
+        assert len(long) > 50
+        for response, field in (
+            (ask(client, long), "question"),
+            (client.get("/api/search", params={"q": long}), "q"),
+        ):
+            assert response.status_code == 422
+            assert response.json()["details"] == [
+                {"field": field, "message": f"must be at most 50 characters (it has {len(long)})"}
+            ]
+        for response in (
+            ask(client, "reoperation rate", top_k=8),
+            client.get("/api/search", params={"q": "reoperation rate", "top_k": 8}),
+        ):
+            assert response.status_code == 422
+            assert response.json()["details"] == [
+                {"field": "top_k", "message": "must be at most 7"}
+            ]
+        # QA_TOP_K is the default for both endpoints; up to QA_MAX_TOP_K may be asked for.
+        assert (
+            len(client.get("/api/search", params={"q": "reoperation rate"}).json()["results"]) == 3
+        )
+        body = ask(client, "What was the reoperation rate?").json()
+        assert len(body["citations"]) + len(body["passages"]) <= 3
+        wide = client.get("/api/search", params={"q": "reoperation rate", "top_k": 7}).json()
+        assert len(wide["results"]) == 7
+
+
 def test_malformed_json_is_400(hash_client: TestClient) -> None:
     response = hash_client.post(
         "/api/ask",

@@ -362,6 +362,12 @@ def test_markup_in_a_question_is_shown_as_text(desktop: Page) -> None:
     assert desktop.evaluate("typeof window.__xss") == "undefined"
 
 
+def test_question_box_takes_its_limit_from_the_server(desktop: Page, server: str) -> None:
+    with urllib.request.urlopen(server + "api/limits", timeout=10) as response:
+        limit = json.loads(response.read())["max_question_chars"]
+    expect(desktop.locator("#question")).to_have_attribute("maxlength", str(limit))
+
+
 def test_enter_sends_and_shift_enter_adds_a_line(desktop: Page) -> None:
     box = desktop.locator("#question")
     questions = desktop.locator(".msg-user")

@@ -10,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from service.api.schemas import (
-    MAX_QUESTION_CHARS,
     AskRequest,
     AskResponse,
     ChunkOffsets,
@@ -19,6 +18,7 @@ from service.api.schemas import (
     DocumentSummary,
     ErrorResponse,
     Health,
+    Limits,
     Mode,
     PassageOut,
     Ready,
@@ -26,6 +26,7 @@ from service.api.schemas import (
     clean_question,
 )
 from service.api.state import AppState, app_state, ready_engine
+from service.config import Settings
 from service.documents import Document
 from service.engine import Engine
 from service.retrieval import UnknownDocumentError
@@ -40,6 +41,28 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse},
     503: {"model": ErrorResponse},
 }
+
+
+def invalid(field: str, message: str) -> JSONResponse:
+    """A 422 in the API's error format for one bad field."""
+    return JSONResponse(
+        {"error": "invalid request", "details": [{"field": field, "message": message}]},
+        status_code=422,
+    )
+
+
+def over_limits(
+    settings: Settings, text: str, text_field: str, top_k: int | None
+) -> JSONResponse | None:
+    """The 422 for a question or top_k beyond the configured limits, or None."""
+    if len(text) > settings.max_question_chars:
+        return invalid(
+            text_field,
+            f"must be at most {settings.max_question_chars} characters (it has {len(text)})",
+        )
+    if top_k is not None and top_k > settings.max_top_k:
+        return invalid("top_k", f"must be at most {settings.max_top_k}")
+    return None
 
 
 def _require_json(request: Request) -> None:
@@ -57,26 +80,25 @@ def _require_json(request: Request) -> None:
 )
 async def ask(body: AskRequest, engine: EngineDep) -> AskResponse | JSONResponse:
     """Answer a question with sentences quoted from the corpus, each cited."""
+    refused = over_limits(engine.settings, body.question, "question", body.top_k)
+    if refused is not None:
+        return refused
     try:
         answer = await run_in_threadpool(
             engine.ask, body.question, body.top_k, body.mode, body.document_ids
         )
     except UnknownDocumentError as exc:
-        return JSONResponse(
-            {
-                "error": "invalid request",
-                "details": [{"field": "document_ids", "message": str(exc)}],
-            },
-            status_code=422,
-        )
+        return invalid("document_ids", str(exc))
     return AskResponse.from_answer(answer)
 
 
 @router.get("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["questions"])
 async def search(
     engine: EngineDep,
-    q: Annotated[str, Query(max_length=MAX_QUESTION_CHARS, description="The query.")],
-    top_k: Annotated[int, Query(ge=1, le=20)] = 5,
+    q: Annotated[str, Query(description="The query (at most QA_MAX_QUESTION_CHARS).")],
+    top_k: Annotated[
+        int | None, Query(ge=1, description="Passages; omitted: QA_TOP_K, at most QA_MAX_TOP_K.")
+    ] = None,
     mode: Annotated[
         Mode | None, Query(description="Retrieval mode; omitted: the service's default.")
     ] = None,
@@ -85,10 +107,10 @@ async def search(
     try:
         query = clean_question(q)
     except ValueError as exc:
-        return JSONResponse(
-            {"error": "invalid request", "details": [{"field": "q", "message": str(exc)}]},
-            status_code=422,
-        )
+        return invalid("q", str(exc))
+    refused = over_limits(engine.settings, query, "q", top_k)
+    if refused is not None:
+        return refused
     outcome = await run_in_threadpool(engine.search, query, top_k, mode)
     return SearchResponse(
         query=query,
@@ -152,6 +174,13 @@ async def get_document(document_id: str, engine: EngineDep) -> DocumentDetail:
         reference=doc.reference,
         chunks=chunks,
     )
+
+
+@router.get("/api/limits", response_model=Limits, tags=["questions"])
+async def limits(state: StateDep) -> Limits:
+    """The longest question and the passage counts a request may ask for."""
+    s = state.settings
+    return Limits(max_question_chars=s.max_question_chars, top_k=s.top_k, max_top_k=s.max_top_k)
 
 
 @router.get("/healthz", response_model=Health, tags=["operations"])

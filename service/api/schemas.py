@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.answering import Answer, AnswerStatus, Citation
 from service.config import RetrievalMode
 from service.retrieval import Hit
 
 Mode = RetrievalMode  # the one list of modes, in service/config.py
-MAX_QUESTION_CHARS = 2000
 
 
 def clean_question(value: str) -> str:
@@ -29,10 +28,15 @@ def clean_question(value: str) -> str:
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    question: Annotated[str, StringConstraints(max_length=MAX_QUESTION_CHARS)] = Field(
-        description="The question, in plain language."
+    question: str = Field(
+        description="The question, in plain language (at most QA_MAX_QUESTION_CHARS characters)."
     )
-    top_k: int = Field(5, ge=1, le=20, description="Passages to retrieve.")
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Passages to retrieve; omitted: QA_TOP_K. At most QA_MAX_TOP_K "
+        "(GET /api/limits).",
+    )
     mode: Mode | None = Field(
         None,
         description=(
@@ -250,6 +254,16 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     details: list[ErrorDetail] = []
+
+
+class Limits(BaseModel):
+    """What a request may ask for (the page reads these instead of keeping its own copy)."""
+
+    max_question_chars: int = Field(
+        description="Longest accepted question (QA_MAX_QUESTION_CHARS)."
+    )
+    top_k: int = Field(description="Passages returned when a request names none (QA_TOP_K).")
+    max_top_k: int = Field(description="Largest top_k a request may ask for (QA_MAX_TOP_K).")
 
 
 class Health(BaseModel):

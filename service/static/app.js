@@ -24,7 +24,8 @@
     },
   ];
   const REQUEST_TIMEOUT_MS = 90000;
-  const MAX_QUESTION_CHARS = 2000;
+  /** The longest question the server accepts: learned from GET /api/limits at start. */
+  let maxQuestionChars = null;
   const reduceMotion = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
   // ---------------------------------------------------------------- DOM helpers
@@ -285,11 +286,25 @@
 
   function updateCharCount() {
     const n = els.question.value.length;
-    if (n > MAX_QUESTION_CHARS - 300) {
+    if (maxQuestionChars !== null && n > maxQuestionChars - Math.min(300, maxQuestionChars / 4)) {
       els.charCount.hidden = false;
-      els.charCount.textContent = `${n} / ${MAX_QUESTION_CHARS}`;
+      els.charCount.textContent = `${n} / ${maxQuestionChars}`;
     } else {
       els.charCount.hidden = true;
+    }
+  }
+
+  /** Apply the server's limits (without them the server still refuses what is too long). */
+  async function loadLimits() {
+    try {
+      const limits = await api("api/limits");
+      if (Number.isInteger(limits.max_question_chars) && limits.max_question_chars > 0) {
+        maxQuestionChars = limits.max_question_chars;
+        els.question.maxLength = maxQuestionChars;
+        updateCharCount();
+      }
+    } catch (err) {
+      // Not ready yet or unreachable: the first answer will say so.
     }
   }
 
@@ -956,6 +971,7 @@
     if ("ResizeObserver" in window) new ResizeObserver(keepDockClear).observe(els.dock);
     keepDockClear();
     route();
+    loadLimits();
     if (currentView === "chat") els.question.focus({ preventScroll: true });
   }
 
