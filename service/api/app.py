@@ -16,23 +16,21 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api.admin_routes import ReindexState, admin_disabled_router, admin_router
-from service.api.openai_routes import (
-    body_too_large,
-    error_response,
-    is_openai_path,
-    openai_http_error,
-    openai_router,
-    openai_validation_error,
+from service.api.errors import (
+    error_schema_name,
+    install_handlers,
+    internal_error,
+    too_large,
+    too_large_detail,
 )
+from service.api.openai_routes import auth_failure, openai_router
 from service.api.ratelimit import RateLimitMiddleware, is_limited_path
 from service.api.routes import router
 from service.api.state import AppState
@@ -110,12 +108,7 @@ class BodyLimitMiddleware:
             await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        content = (
-            body_too_large(self.limit)
-            if is_openai_path(scope.get("path", ""))
-            else {"error": f"request body too large (limit {self.limit} bytes)", "details": []}
-        )
-        response = JSONResponse(content, status_code=413)
+        response = too_large(scope.get("path", ""), self.limit)
         await response({"type": "http"}, _empty_receive, send)
 
 
@@ -123,12 +116,7 @@ class _BodyTooLarge(StarletteHTTPException):
     """A body found too large while being read (no Content-Length, or a false one)."""
 
     def __init__(self, limit: int, path: str) -> None:
-        detail: str | dict[str, Any] = (
-            body_too_large(limit)["error"]
-            if is_openai_path(path)
-            else f"request body too large (limit {limit} bytes)"
-        )
-        super().__init__(status_code=413, detail=detail)  # type: ignore[arg-type]
+        super().__init__(status_code=413, detail=too_large_detail(path, limit))  # type: ignore[arg-type]
 
 
 async def _empty_receive() -> Message:
@@ -173,34 +161,6 @@ class SecurityHeadersMiddleware:
             await response(scope, receive, send_with_headers)
 
 
-def internal_error(path: str) -> JSONResponse:
-    """The generic 500: the service's error shape, or OpenAI's under ``/v1/``."""
-    if is_openai_path(path):
-        return error_response(
-            500, "The server had an error while processing your request.", "server_error"
-        )
-    return JSONResponse({"error": "internal error", "details": []}, status_code=500)
-
-
-def _field_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or None
-
-
-def _clearer_body_error(exc: StarletteHTTPException) -> StarletteHTTPException:
-    """FastAPI's 400 "error parsing the body", saying why when the cause is known."""
-    cause = exc.__cause__
-    if exc.status_code != 400 or cause is None:
-        return exc
-    if isinstance(cause, RecursionError):
-        detail = "malformed JSON: the body is nested too deeply"
-    elif isinstance(cause, UnicodeDecodeError):
-        detail = "malformed JSON: the body is not valid UTF-8"
-    else:
-        return exc
-    return StarletteHTTPException(status_code=400, detail=detail, headers=exc.headers)
-
-
 def _document_rate_limit(app: FastAPI) -> None:
     """List the rate limit's 429 among the responses of every limited operation."""
     generate = app.openapi
@@ -211,7 +171,7 @@ def _document_rate_limit(app: FastAPI) -> None:
             for path, operations in spec.get("paths", {}).items():
                 if not is_limited_path(path):
                     continue
-                shape = "OpenAIErrorResponse" if is_openai_path(path) else "ErrorResponse"
+                shape = error_schema_name(path)
                 for operation in operations.values():
                     operation.setdefault("responses", {})["429"] = {
                         "description": "Rate limit exceeded; retry after Retry-After seconds.",
@@ -275,37 +235,7 @@ def create_app(
     else:
         app.include_router(admin_disabled_router)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if is_openai_path(request.url.path):
-            return openai_validation_error(request, exc)
-        details = []
-        status = 422
-        for err in exc.errors():
-            if err.get("type") == "json_invalid":
-                status = 400
-                details.append({"field": None, "message": "malformed JSON body"})
-                continue
-            message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            details.append({"field": _field_of(err.get("loc", ())), "message": message})
-        error = "malformed JSON" if status == 400 else "invalid request"
-        return JSONResponse({"error": error, "details": details}, status_code=status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        exc = _clearer_body_error(exc)
-        if is_openai_path(request.url.path):
-            return openai_http_error(request, exc)
-        detail = exc.detail if isinstance(exc.detail, str) else "error"
-        return JSONResponse(
-            {"error": detail, "details": []}, status_code=exc.status_code, headers=exc.headers
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Normally SecurityHeadersMiddleware answers first; this is the last resort.
-        log.exception("unhandled error")
-        return internal_error(request.url.path)
+    install_handlers(app, auth_failure)
 
     if settings.rate_limit_per_minute > 0:
         _document_rate_limit(app)

@@ -14,8 +14,7 @@ sample, and cutting a quotation short would break its citation. One choice is re
 System messages are ignored too; the service does not follow instructions.
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, on every path
-under ``/v1/``; the application's exception handlers and body-size limit call the helpers at
-the end of this module for those paths. When ``openai_api_key`` is set, every ``/v1`` request
+under ``/v1/`` (:mod:`service.api.errors`). When ``openai_api_key`` is set, every ``/v1`` request
 needs ``Authorization: Bearer <key>``; the key is checked before anything else about the
 request (its JSON, its fields) is reported.
 """
@@ -28,16 +27,25 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import StreamingResponse
 
-from service.answering import Answer, AnswerStatus
+from service.answering import Answer
+from service.api.errors import OpenAIErrorResponse, openai_fail
+from service.api.openai_schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ModelCard,
+    ModelList,
+    ResolutionOut,
+    Usage,
+)
 from service.api.schemas import CitationOut, clean_question
 from service.api.state import app_state, ready_engine
 from service.conversation import ResolvedAnswer, Turn, answer_resolved, corpus_terms, resolve
@@ -45,63 +53,11 @@ from service.conversation import message_text as _message_text
 from service.documents import Document
 from service.engine import Engine
 
-OPENAI_PREFIX = "/v1/"
 OWNER = "msc-evidence-qa"
 _STARTED = int(time.time())
 
 
-def is_openai_path(path: str) -> bool:
-    return path == OPENAI_PREFIX.rstrip("/") or path.startswith(OPENAI_PREFIX)
-
-
-# -- errors ----------------------------------------------------------------------------------
-
-
-class OpenAIErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIErrorResponse(BaseModel):
-    error: OpenAIErrorBody
-
-
-def error_body(
-    message: str,
-    type_: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def error_response(
-    status: int,
-    message: str,
-    type_: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param, code), status, headers=headers)
-
-
-def _fail(
-    status: int,
-    message: str,
-    param: str | None = None,
-    code: str | None = None,
-    type_: str = "invalid_request_error",
-    headers: dict[str, str] | None = None,
-) -> HTTPException:
-    """An HTTPException whose detail is an OpenAI error (see :func:`openai_http_error`)."""
-    detail = {"message": message, "type": type_, "param": param, "code": code}
-    return HTTPException(status_code=status, detail=detail, headers=headers)
-
-
-def _auth_failure(request: Request) -> HTTPException | None:
+def auth_failure(request: Request) -> HTTPException | None:
     """The 401 to send when ``openai_api_key`` is set and the request lacks it, else None."""
     expected = app_state(request).settings.openai_api_key
     if not expected:
@@ -111,230 +67,23 @@ def _auth_failure(request: Request) -> HTTPException | None:
     token = token.strip()
     challenge = {"WWW-Authenticate": "Bearer"}
     if scheme.lower() != "bearer" or not token:
-        return _fail(
+        return openai_fail(
             401,
             "You didn't provide an API key. Send it in an Authorization header using Bearer "
             "auth (Authorization: Bearer YOUR_KEY).",
             headers=challenge,
         )
     if not hmac.compare_digest(token.encode(), expected.encode()):
-        return _fail(401, "Incorrect API key provided.", code="invalid_api_key", headers=challenge)
+        return openai_fail(
+            401, "Incorrect API key provided.", code="invalid_api_key", headers=challenge
+        )
     return None
 
 
 def require_api_key(request: Request) -> None:
-    failure = _auth_failure(request)
+    failure = auth_failure(request)
     if failure is not None:
         raise failure
-
-
-def openai_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """An HTTP error on a ``/v1`` path, in OpenAI's shape."""
-    headers = dict(exc.headers) if exc.headers else None
-    if isinstance(exc.detail, dict) and "message" in exc.detail:
-        detail = exc.detail
-        return error_response(
-            exc.status_code,
-            str(detail["message"]),
-            str(detail.get("type") or "invalid_request_error"),
-            detail.get("param"),
-            detail.get("code"),
-            headers,
-        )
-    status = exc.status_code
-    if status in (404, 405) and (failure := _auth_failure(request)) is not None:
-        return openai_http_error(request, failure)  # unknown paths: the key is checked first too
-    if status == 404:
-        message = f"Invalid URL ({request.method} {request.url.path})"
-        return error_response(404, message, headers=headers)
-    if status == 405:
-        message = f"Method {request.method} is not allowed on {request.url.path}"
-        return error_response(405, message, headers=headers)
-    message = exc.detail if isinstance(exc.detail, str) else "error"
-    type_ = "server_error" if status >= 500 else "invalid_request_error"
-    return error_response(status, message, type_, headers=headers)
-
-
-def openai_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A malformed or invalid request on a ``/v1`` path: 400 in OpenAI's shape.
-
-    A missing or wrong API key wins: an unauthenticated client learns nothing about the
-    request it sent.
-    """
-    failure = _auth_failure(request)
-    if failure is not None:
-        return openai_http_error(request, failure)
-    errors = exc.errors()
-    if not errors:
-        return error_response(400, "Invalid request.")
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return error_response(
-            400,
-            "We could not parse the JSON body of your request. Send valid JSON with "
-            "Content-Type: application/json.",
-        )
-    param = _param(first.get("loc", ()))
-    if first.get("type") == "missing":
-        return error_response(
-            400,
-            f"Missing required parameter: '{param}'.",
-            param=param,
-            code="missing_required_parameter",
-        )
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    where = f" for '{param}'" if param else ""
-    return error_response(
-        400, f"Invalid value{where}: {message}", param=param, code="invalid_value"
-    )
-
-
-# Union members pydantic names in error locations ("str", "list[ContentPart]"): not fields.
-_TYPE_TAG = re.compile(r"^(?:str|int|float|bool|none|list|dict|literal)$|\[", re.IGNORECASE)
-
-
-def _param(loc: Sequence[Any]) -> str | None:
-    """``("body", "messages", 0, "role")`` -> ``messages[0].role``."""
-    parts: list[str] = []
-    for part in loc:
-        if part in ("body", "query", "path", "header"):
-            continue
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
-        elif not parts:
-            parts.append(str(part))
-        elif not _TYPE_TAG.search(str(part)):
-            parts.append(f".{part}")
-    return "".join(parts) or None
-
-
-def body_too_large(limit: int) -> dict[str, Any]:
-    """The 413 body for ``/v1`` paths (the body-limit middleware answers before routing)."""
-    return error_body(f"Request body too large (limit {limit} bytes).", code="request_too_large")
-
-
-# -- request models --------------------------------------------------------------------------
-
-
-class ContentPart(BaseModel):
-    """One part of a message's content; only text parts are read."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str = Field(description="'text' (read), or 'image_url', 'input_audio', ... (ignored)")
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-    citations: list[dict[str, Any]] | None = Field(
-        None,
-        description=(
-            "On an assistant message: the `citations` this service returned with it, if the "
-            "client sends them back (otherwise the References in `content` are read)."
-        ),
-    )
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    include_usage: bool | None = None
-
-
-class ChatCompletionRequest(BaseModel):
-    """The standard request; unknown fields are accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(description="The id listed by GET /v1/models.")
-    messages: list[ChatMessage] = Field(
-        min_length=1, description="The conversation; the last user message is the question."
-    )
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int | None = None
-    stop: str | list[str] | None = None
-    user: str | None = None
-    seed: int | None = None
-
-
-# -- response models -------------------------------------------------------------------------
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-    refusal: str | None = None
-
-
-class Choice(BaseModel):
-    index: int
-    message: AssistantMessage
-    logprobs: None = None
-    finish_reason: Literal["stop"] = "stop"
-
-
-class Usage(BaseModel):
-    """Approximate: words, not tokens (there is no tokenizer behind this model)."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class ResolutionOut(BaseModel):
-    """How the question was read (extra field; standard clients ignore it)."""
-
-    question: str
-    follow_up: bool
-    reason: str
-    retrieval_query: str | None = Field(
-        description="What retrieval ran with (null when a follow-up found nothing)."
-    )
-    document_ids: list[str] | None = Field(
-        description="Documents retrieval was restricted to (those the previous answer cited)."
-    )
-    strategy: str = Field(description="standalone, focus, focus+topic, or none (abstained).")
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    system_fingerprint: str | None = None
-    citations: list[CitationOut] = Field(
-        description="The cited passages, as in /api/ask (extra field)."
-    )
-    abstained: bool = Field(description="True when the reply quotes no answer (extra field).")
-    answer_status: AnswerStatus = Field(
-        description="answered, not_stated (the documents discuss it but do not answer) or "
-        "not_covered, as in /api/ask (extra field)."
-    )
-    resolution: ResolutionOut
 
 
 # -- reply text ------------------------------------------------------------------------------
@@ -435,7 +184,7 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
 
 
 def _not_found(model_id: str) -> HTTPException:
-    return _fail(
+    return openai_fail(
         404,
         f"The model '{model_id}' does not exist; GET /v1/models lists the one this service has.",
         param="model",
@@ -456,11 +205,11 @@ def _turns(messages: Sequence[ChatMessage], max_chars: int) -> list[Turn]:
         turns.append(Turn(message.role, text, cited))
     users = [t for t in turns if t.role == "user"]
     if not users:
-        raise _fail(400, "The messages contain no user message to answer.", param="messages")
+        raise openai_fail(400, "The messages contain no user message to answer.", param="messages")
     if not users[-1].text:
-        raise _fail(400, "The last user message has no text.", param="messages")
+        raise openai_fail(400, "The last user message has no text.", param="messages")
     if len(users[-1].text) > max_chars:
-        raise _fail(
+        raise openai_fail(
             400,
             f"The last user message is too long ({len(users[-1].text)} characters; "
             f"at most {max_chars}).",
@@ -500,7 +249,7 @@ async def chat_completions(
     try:
         resolved = await run_in_threadpool(_answer, engine, turns)
     except ValueError as exc:  # pragma: no cover - _turns already refused these
-        raise _fail(400, str(exc), param="messages") from None
+        raise openai_fail(400, str(exc), param="messages") from None
     content = reply_text(resolved.answer)
     prompt_words = sum(_words(t.text) for t in turns)
     usage = Usage(

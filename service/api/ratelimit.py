@@ -17,9 +17,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi.responses import JSONResponse
-
-from service.api.openai_routes import error_body, is_openai_path
+from service.api.errors import rate_limited
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -94,18 +92,5 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         retry_after = str(max(1, math.ceil(wait)))
-        message = (
-            f"rate limit exceeded ({self.per_minute} requests per minute per client); "
-            f"retry after {retry_after} s"
-        )
-        if is_openai_path(path):
-            content = error_body(
-                f"Rate limit reached: {self.per_minute} requests per minute. "
-                f"Try again in {retry_after} s.",
-                "requests",
-                code="rate_limit_exceeded",
-            )
-        else:
-            content = {"error": message, "details": []}
-        response = JSONResponse(content, status_code=429, headers={"Retry-After": retry_after})
+        response = rate_limited(path, self.per_minute, retry_after)
         await response(scope, receive, send)

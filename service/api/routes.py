@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from service.api.errors import invalid
 from service.api.schemas import (
     AskRequest,
     AskResponse,
@@ -41,14 +42,6 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse},
     503: {"model": ErrorResponse},
 }
-
-
-def invalid(field: str, message: str) -> JSONResponse:
-    """A 422 in the API's error format for one bad field."""
-    return JSONResponse(
-        {"error": "invalid request", "details": [{"field": field, "message": message}]},
-        status_code=422,
-    )
 
 
 def over_limits(

@@ -7,10 +7,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.answering import Answer, AnswerStatus, Citation
+from service.api.errors import ErrorDetail, ErrorResponse
 from service.config import RetrievalMode
 from service.retrieval import Hit
 
 Mode = RetrievalMode  # the one list of modes, in service/config.py
+__all__ = ["ErrorDetail", "ErrorResponse"]  # the service's error format (service/api/errors.py)
 
 
 def clean_question(value: str) -> str:
@@ -244,16 +246,6 @@ class DocumentDetail(DocumentSummary):
 
 class DocumentList(BaseModel):
     documents: list[DocumentSummary]
-
-
-class ErrorDetail(BaseModel):
-    field: str | None = None
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    details: list[ErrorDetail] = []
 
 
 class Limits(BaseModel):
