@@ -209,6 +209,26 @@ def test_ask_shows_not_stated_with_related_reading(
     assert "not medical advice" in result.stdout
 
 
+def test_train_reader_refuses_bad_arguments_in_one_line(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    corpus, index = folders
+    data = str(Path(__file__).resolve().parent.parent / "eval" / "reader" / "synthetic_1.jsonl")
+    no_dev, missing, bad, none = run_together(
+        tmp_path,
+        [
+            (("train-reader", "--synthetic", data, "--leave-out", "zhang-2023"), corpus, index, {}),
+            (("train-reader", "--synthetic", str(tmp_path / "none.jsonl")), corpus, index, {}),
+            (("train-reader", "--synthetic", data, "--epochs", "0"), corpus, index, {}),
+            (("train-reader",), corpus, index, {}),  # run outside a checkout: no eval/reader/
+        ],
+    )
+    assert_one_line_error(no_dev, r"--leave-out needs --with-dev")
+    assert_one_line_error(none, r"no synthetic training files in eval/reader/; pass --synthetic")
+    assert_one_line_error(missing, r"synthetic training file .*none\.jsonl not found")
+    assert_one_line_error(bad, r"--epochs must be between 1 and 20")
+
+
 def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path, folders: tuple[Path, Path]) -> None:
     corpus, index = folders
     blocker = tmp_path / "plain-file"

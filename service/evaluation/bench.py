@@ -1193,40 +1193,6 @@ def run_benchmark(settings: Any, config: BenchConfig, say: Say | None = None) ->
 # -- command line ----------------------------------------------------------------------------------
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "0", "none", "off"):
-        return ()
-    try:
-        values = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a comma-separated list of numbers"
-        ) from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("sizes and counts must be positive")
-    return values
-
-
-def register(sub: Any) -> None:
-    from service.cli import add_common_options
-
-    p = sub.add_parser("bench", help="measure start-up, latency, throughput, memory and scale")
-    p.add_argument("--quick", action="store_true", help="a fast smoke run (small counts)")
-    p.add_argument("--scale", type=_ints, help="vector counts, e.g. 10000,100000 (0: skip)")
-    p.add_argument("--scale-data", choices=("clustered", "uniform"), help="synthetic data kind")
-    p.add_argument("--scale-indexes", help="comma-separated approximate indexes: hnsw, hnsw-sq8")
-    p.add_argument("--sections", help=f"comma-separated subset of {', '.join(SECTIONS)}")
-    p.add_argument("--repeats", type=int, help="runs per measurement (median, min, max)")
-    p.add_argument("--requests", type=int, help="requests per single-client run")
-    p.add_argument("--concurrency", type=_ints, help="client counts, e.g. 4,16,64")
-    p.add_argument("--memory-requests", type=int, help="requests before the second RSS reading")
-    p.add_argument("--out", default="eval/results", help="folder for bench-latest.json/.md")
-    p.add_argument("--no-write", action="store_true", help="print only; write no files")
-    p.add_argument("--json", action="store_true", help="print the JSON instead of the tables")
-    add_common_options(p)
-    p.set_defaults(func=cmd_bench)
-
-
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     config = BenchConfig.quick() if args.quick else BenchConfig()
     changes: dict[str, Any] = {}
@@ -1261,20 +1227,3 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if args.memory_requests is not None:
         changes["memory_requests"] = max(1, args.memory_requests)
     return replace(config, **changes)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from service.cli import CliError, Progress, _settings
-
-    progress = Progress(args.quiet)
-    try:
-        config = config_from_args(args)
-        settings = _settings(args)
-        report = run_benchmark(settings, config, progress.say)
-    except BenchError as exc:
-        raise CliError(str(exc)) from None
-    print(json.dumps(report, indent=2) if args.json else format_markdown(report))
-    if not args.no_write:
-        for path in write_outputs(report, Path(args.out)):
-            progress.say(f"wrote {path}")
-    return 0

@@ -29,7 +29,6 @@ excluded near copies, and held-out metrics) in ``--out`` (default ``service/read
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -58,7 +57,6 @@ from service.evaluation.runner import auroc
 from service.index_store import sha256_file
 from service.reader import (
     BASE_WEIGHTS_FILE,
-    DEFAULT_DIR,
     MANIFEST_FILE,
     WEIGHTS_FILE,
     PairTokenizer,
@@ -516,103 +514,63 @@ def file_record(path: Path) -> dict[str, str]:
     return {"path": path.as_posix(), "sha256": sha256_file(path)}
 
 
-# -- the command --------------------------------------------------------------------------------
+# -- a whole training run ------------------------------------------------------------------------
 
 
-def register(sub: Any) -> None:
-    from service.cli import add_common_options
-
-    p = sub.add_parser(
-        "train-reader",
-        help="fine-tune the reader on synthetic passages (and optionally the development set)",
-    )
-    p.add_argument(
-        "--synthetic",
-        action="append",
-        help="synthetic training file (JSONL); repeatable. Default: "
-        f"{SYNTHETIC_DIR}/synthetic_*.jsonl",
-    )
-    p.add_argument(
-        "--with-dev",
-        action="store_true",
-        help="also train on the development questions (not the held-out fifth, not copies of "
-        "test questions)",
-    )
-    p.add_argument(
-        "--leave-out",
-        metavar="DOC",
-        help="with --with-dev: leave out the development questions about this document",
-    )
-    p.add_argument("--out", default=str(DEFAULT_DIR), help="folder to write the reader to")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--layers", type=int, default=TrainConfig.layers)
-    p.add_argument(
-        "--frozen-layers",
-        type=int,
-        default=TrainConfig.frozen_layers,
-        help="keep this many of the first layers as in the base (not trained, not shipped)",
-    )
-    p.add_argument("--seed", type=int, default=TrainConfig.seed)
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=TrainConfig.precision)
-    add_common_options(p)
-    p.set_defaults(func=cmd_train_reader)
+@dataclass(frozen=True)
+class TrainingRun:
+    manifest: ReaderManifest  # as written, with the weights' hash
+    questions: int
+    seconds: float
+    weights_bytes: int
+    held_out_metrics: dict[str, Any]
 
 
-def cmd_train_reader(args: argparse.Namespace) -> int:
-    from service.cli import CliError, Progress, _engine
+def train_reader(
+    engine: Any,
+    files: Sequence[Path],
+    config: TrainConfig,
+    out: Path,
+    *,
+    with_dev: bool = False,
+    leave_out: str | None = None,
+    progress: Any = None,
+) -> TrainingRun:
+    """Train on the synthetic ``files`` (and with ``with_dev`` the development questions, less
+    those about ``leave_out``), measure on the held-out development questions, and write the
+    weights and manifest to ``out``. ``progress`` is a CLI progress reporter (or None)."""
 
-    progress = Progress(args.quiet)
-    files = [Path(p) for p in args.synthetic] if args.synthetic else synthetic_files()
-    if not files:
-        raise CliError(f"no synthetic training files in {SYNTHETIC_DIR}/; pass --synthetic FILE")
-    for path in files:
-        if not path.is_file():
-            raise CliError(f"synthetic training file {path} not found")
-    if args.leave_out and not args.with_dev:
-        raise CliError("--leave-out needs --with-dev")
-    if not 1 <= args.epochs <= 20:
-        raise CliError("--epochs must be between 1 and 20")
-    config = TrainConfig(
-        epochs=args.epochs,
-        layers=args.layers,
-        frozen_layers=args.frozen_layers,
-        seed=args.seed,
-        precision=args.precision,
-    )
-    try:
-        passages = {path: load_synthetic_file(path) for path in files}
-    except SyntheticFileError as exc:
-        raise CliError(str(exc)) from None
-    engine = _engine(args, progress, reader=False)
+    def say(message: str) -> None:
+        if progress is not None:
+            progress.say(message)
+
     started = time.perf_counter()
     examples: list[ReadingExample] = []
-    for n, (path, file_passages) in enumerate(passages.items()):
+    for n, path in enumerate(files):
         examples += synthetic_examples(
-            file_passages, config.max_candidates, config.seed + n, path.as_posix()
+            load_synthetic_file(path), config.max_candidates, config.seed + n, path.as_posix()
         )
-    progress.say(f"{len(examples)} synthetic questions from {len(files)} files")
+    say(f"{len(examples)} synthetic questions from {len(files)} files")
     split = development_split(engine)
-    progress.say(
+    say(
         f"development questions: {len(split.train)} for training, {len(split.held_out)} held "
         f"out, {len(split.excluded)} left out as copies of test questions "
         f"(cosine >= {NEAR_COPY_COSINE})"
     )
     dev_files = sorted({path for path, _ in split.train + split.held_out})
-    if args.with_dev:
+    if with_dev:
         chosen = [
             q
             for _, q in split.train
-            if not args.leave_out
-            or (args.leave_out not in q.relevant_docs and q.topic_doc != args.leave_out)
+            if not leave_out or (leave_out not in q.relevant_docs and q.topic_doc != leave_out)
         ]
         examples += corpus_examples(engine, chosen, config.max_candidates, "development")
-    held = corpus_examples(
-        engine, [q for _, q in split.held_out], engine.settings.reader_max_candidates, "held-out"
-    )
+    candidates = engine.settings.reader_max_candidates
+    held = corpus_examples(engine, [q for _, q in split.held_out], candidates, "held-out")
     module = train(examples, config, progress)
     seconds = round(time.perf_counter() - started, 1)
     metrics = {
-        "candidates": engine.settings.reader_max_candidates,
+        "candidates": candidates,
         **reading_metrics(score_examples(TorchScorer(module, config.max_length), held)),
     }
     base = base_model_dir()
@@ -626,14 +584,14 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
         weights_sha256="",
         training={
             "command": "python -m service train-reader"
-            + (" --with-dev" if args.with_dev else "")
-            + (f" --leave-out {args.leave_out}" if args.leave_out else ""),
+            + (" --with-dev" if with_dev else "")
+            + (f" --leave-out {leave_out}" if leave_out else ""),
             "config": asdict(config),
             "bf16": _use_bf16(config.precision),
             "synthetic_files": [file_record(p) for p in files],
-            "development_files": [file_record(p) for p in dev_files] if args.with_dev else [],
-            "with_development": bool(args.with_dev),
-            "leave_out": args.leave_out,
+            "development_files": [file_record(p) for p in dev_files] if with_dev else [],
+            "with_development": with_dev,
+            "leave_out": leave_out,
             "questions": {
                 "synthetic": sum(1 for e in examples if e.source != "development"),
                 "development": sum(1 for e in examples if e.source == "development"),
@@ -643,15 +601,7 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
         },
         metrics={"held_out_development": metrics},
     )
-    try:
-        written = save_reader(module, Path(args.out), manifest)
-    except OSError as exc:
-        raise CliError(f"cannot write the reader to {args.out} ({exc.strerror or exc})") from None
-    size = (Path(args.out) / WEIGHTS_FILE).stat().st_size
-    print(
-        f"trained on {len(examples)} questions in {seconds:.0f} s; wrote {args.out}/ "
-        f"({size / 1e6:.1f} MB, sha256 {written.weights_sha256[:12]})"
+    written = save_reader(module, out, manifest)
+    return TrainingRun(
+        written, len(examples), seconds, (out / WEIGHTS_FILE).stat().st_size, metrics
     )
-    print("held-out development questions: " + json.dumps(metrics))
-    print("calibrate its threshold: python -m service calibrate; measure: python -m service eval")
-    return 0

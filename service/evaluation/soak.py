@@ -18,13 +18,11 @@ URLs (127.0.0.0/8, ::1, localhost): this is not a tool for loading other people'
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import ipaddress
 import json
 import os
 import random
-import sys
 import threading
 import time
 import urllib.parse
@@ -475,29 +473,6 @@ def format_summary(report: SoakReport) -> str:
     return "\n".join(lines)
 
 
-# -- command ---------------------------------------------------------------------------------
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("soak", help="load a local server for a while; report errors and memory")
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="the server (loopback only)")
-    p.add_argument("--minutes", type=float, default=10.0, help=f"how long (at most {MAX_MINUTES})")
-    p.add_argument("--clients", type=int, default=8, help=f"concurrent clients (1-{MAX_CLIENTS})")
-    p.add_argument("--max-requests", type=int, default=1_000_000, help="stop after this many")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between report lines")
-    p.add_argument(
-        "--reindex-every",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="re-index through the admin endpoint this often (token in QA_ADMIN_TOKEN)",
-    )
-    p.add_argument("--pid", type=int, default=None, help="server process id, for its memory")
-    p.add_argument("--questions", default="eval/questions.jsonl", help="questions to ask")
-    p.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
-    p.set_defaults(func=cmd_soak)
-
-
 def load_questions(path: Path) -> list[str]:
     """The ``question`` of each JSONL row of ``path`` (unreadable rows skipped); the built-in
     :data:`DEFAULT_QUESTIONS` when the file is missing or holds none. Used by soak and bench."""
@@ -515,27 +490,3 @@ def load_questions(path: Path) -> list[str]:
         if isinstance(text, str) and text.strip():
             questions.append(text.strip())
     return questions or list(DEFAULT_QUESTIONS)
-
-
-def cmd_soak(args: argparse.Namespace) -> int:
-    from service.cli import CliError
-
-    try:
-        report = run_soak(
-            args.url,
-            seconds=args.minutes * 60,
-            clients=args.clients,
-            max_requests=args.max_requests,
-            interval=max(1.0, args.interval),
-            questions=load_questions(Path(args.questions)),
-            reindex_every=args.reindex_every,
-            admin_token=os.environ.get("QA_ADMIN_TOKEN") or None,
-            pid=args.pid,
-        )
-    except SoakError as exc:
-        raise CliError(str(exc)) from None
-    print(format_summary(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 1 if report.errors or report.reindex_failures else 0

@@ -1,0 +1,58 @@
+"""``python -m service <command>``: ingest, search, ask, serve, calibrate, eval, bench,
+train-ranker.
+
+Failures print one line saying what is wrong and how to fix it, and exit non-zero. Heavy
+libraries are imported inside the commands so ``--help`` and error paths stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from service import __version__
+from service.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError
+from service.config import SettingsError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from service.cli import evaluating, serving
+
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Cited question answering over MSC therapy research summaries.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+    serving.register(sub)
+    evaluating.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "k", None) is not None and not 1 <= args.k <= 20:
+        print("error: --k must be between 1 and 20", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result: int = args.func(args)
+        return result
+    except KeyboardInterrupt:
+        print("interrupted; the previous index (if any) is unchanged", file=sys.stderr)
+        return 130
+    except (SettingsError, CliError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
+    except Exception as exc:
+        from service.embedding import EmbedderError
+        from service.index_store import IndexError as IndexProblem
+
+        if isinstance(exc, EmbedderError | IndexProblem | FileNotFoundError | ValueError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise

@@ -1,0 +1,162 @@
+"""Commands that build the index and answer: ``ingest``, ``search``, ``ask``, ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, get_args
+
+from service.cli.common import (
+    CliError,
+    Progress,
+    add_common_options,
+    engine_for,
+    report_build,
+    settings_for,
+)
+from service.config import RetrievalMode
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ingest", help="build or update the index from corpus/")
+    add_common_options(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.set_defaults(func=cmd_ingest)
+
+    for name, func, help_text in (
+        ("search", cmd_search, "print ranked passages with citations"),
+        ("ask", cmd_ask, "print a cited answer"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("question")
+        p.add_argument("--k", type=int, default=None, help="passages to retrieve (1-20)")
+        p.add_argument(
+            "--mode", choices=get_args(RetrievalMode), default=None, help="retrieval mode"
+        )
+        p.add_argument("--json", action="store_true", help="print the API's JSON")
+        add_common_options(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("serve", help="serve the API and chat page")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    add_common_options(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from service.embedding import load_embedder
+    from service.index_store import ensure_index
+
+    progress = Progress(args.quiet)
+    settings = settings_for(args)
+    if not settings.corpus_dir.is_dir():
+        raise CliError(
+            f"corpus folder {settings.corpus_dir}/ does not exist; create it and add documents "
+            "or set QA_CORPUS_DIR"
+        )
+    started = time.perf_counter()
+    progress.say(f"loading model '{settings.model}' ...")
+    embedder = load_embedder(settings)
+    ensured = ensure_index(settings, embedder, force=args.force, progress=progress)
+    if ensured.build is None:
+        m = ensured.data.manifest
+        progress.say(
+            f"index is up to date: {m.documents} documents, {m.chunks} chunks "
+            f"(built {m.built_at}); nothing to do. Use --force to rebuild."
+        )
+    else:
+        report_build(ensured.build, ensured.reason, progress)
+    progress.say(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    progress = Progress(quiet=args.json or args.quiet)
+    engine = engine_for(args, progress, reader=False)
+    outcome = engine.search(args.question, args.k, args.mode)
+    if args.json:
+        from service.api.schemas import PassageOut
+
+        # The same result records as GET /api/search.
+        results = [PassageOut.from_hit(h).model_dump() for h in outcome.hits]
+        print(json.dumps({"query": args.question, "mode": outcome.mode, "results": results},
+                         ensure_ascii=False, indent=2))  # fmt: skip
+        return 0
+    for hit in outcome.hits:
+        doc = hit.document
+        print(f"{hit.rank}. [{hit.score:.4f}] {doc.title} ({doc.year}) - {hit.chunk.section}")
+        print(f"   {doc.study_type or 'study type unknown'}; {_short_ref(doc)}")
+        print(_indent(hit.chunk.text, "   "))
+        print()
+    return 0
+
+
+def _short_ref(doc: Any) -> str:
+    authors = ", ".join(doc.authors[:3]) + (", et al" if len(doc.authors) > 3 else "")
+    parts = [p for p in (authors, doc.journal, str(doc.year) if doc.year else None) if p]
+    link = doc.url or doc.pubmed_url or ""
+    return ". ".join(parts) + (f". {link}" if link else "")
+
+
+def _indent(text: str, prefix: str, width: int = 100) -> str:
+    import textwrap
+
+    return "\n".join(
+        textwrap.fill(p, width, initial_indent=prefix, subsequent_indent=prefix)
+        for p in text.split("\n")
+        if p.strip()
+    )
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from service.api.schemas import AskResponse
+
+    progress = Progress(quiet=args.json or args.quiet)
+    engine = engine_for(args, progress)
+    answer = engine.ask(args.question, args.k, args.mode)
+    if args.json:
+        print(AskResponse.from_answer(answer).model_dump_json(indent=2))
+        return 0
+    import textwrap
+
+    heading = _STATUS_HEADINGS.get(answer.status)
+    if heading:
+        print(heading)
+    print(textwrap.fill(answer.text, 100))
+    if answer.citations:
+        print("\nReferences")
+        for c in answer.citations:
+            doc = c.hit.document
+            print(f"  [{c.marker}] {doc.title} ({doc.year}). {doc.study_type or ''}")
+            print(f"      {_short_ref(doc)}")
+    elif answer.status == "not_stated" and answer.passages:
+        print("\nRelated reading (not an answer)")
+        for hit in answer.passages:
+            doc = hit.document
+            print(f"  - {doc.title} ({doc.year}), {hit.chunk.section}. {doc.study_type or ''}")
+            print(f"      {_short_ref(doc)}")
+    print(f"\n{answer.disclaimer}")
+    return 0
+
+
+_STATUS_HEADINGS = {
+    "not_stated": "Not stated in the documents:",
+    "not_covered": "Not covered by the documents:",
+}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    progress = Progress(args.quiet)
+    settings = settings_for(args)
+    engine = engine_for(args, progress)
+    app = create_app(settings, engine=engine)
+    progress.say(f"serving on http://{settings.host}:{settings.port}/ (Ctrl-C to stop)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                server_header=False)  # fmt: skip
+    return 0
