@@ -14,18 +14,9 @@ from dataclasses import dataclass, replace
 from service.answering import Answer, compose_answer
 from service.batching import with_query_batching
 from service.config import RetrievalMode, Settings
-from service.documents import LoadProblem, load_corpus
 from service.embedding import Embedder, load_embedder
-from service.index_store import (
-    BuildReport,
-    EnsureResult,
-    IndexData,
-    ProgressFn,
-    build_index,
-    ensure_index,
-    load_index,
-)
-from service.index_store import IndexError as IndexProblem
+from service.index_store import BuildReport, IndexData, ProgressFn
+from service.ingest import EnsureResult, ensure_index, rebuild_index
 from service.reader import Reader, load_reader
 from service.reranking import DEFAULT_PATH as DEFAULT_RANKER
 from service.reranking import LinearRanker
@@ -184,46 +175,3 @@ class Engine:
         answer.timings_ms["retrieval"] = round(retrieval_ms, 3)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)
         return answer
-
-
-class ReindexError(RuntimeError):
-    """A re-index that failed; the index in service is unchanged. One line, with the fix."""
-
-    def __init__(self, message: str, problems: list[LoadProblem] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
-
-
-def rebuild_index(
-    settings: Settings, embedder: Embedder, *, progress: ProgressFn | None = None
-) -> tuple[BuildReport, IndexData]:
-    """Build a new index from the corpus, make it current, and load it (verified).
-
-    Raises :class:`ReindexError` naming the problem (no corpus folder, no usable documents,
-    an index folder that cannot be written, a full disk) and carrying the per-file problems.
-    """
-    if not settings.corpus_dir.is_dir():
-        raise ReindexError(
-            f"corpus folder {settings.corpus_dir}/ does not exist; create it and add documents "
-            "or set QA_CORPUS_DIR"
-        )
-    loaded = load_corpus(settings.corpus_dir)
-    try:
-        report = build_index(
-            settings,
-            embedder,
-            documents=loaded.documents,
-            problems=loaded.problems,
-            progress=progress,
-        )
-        data = load_index(settings.index_dir)
-    except IndexProblem as exc:
-        raise ReindexError(str(exc), loaded.problems) from None
-    except OSError as exc:  # the disk filled up or a file could not be written mid-build
-        where = exc.filename or settings.index_dir
-        raise ReindexError(
-            f"could not write the new index ({exc.strerror or exc}: {where}); free disk space "
-            f"or fix the permissions of {settings.index_dir}/",
-            loaded.problems,
-        ) from None
-    return report, data

@@ -1,4 +1,7 @@
-"""Chunks -> a persisted index: FAISS vectors, BM25, chunk and document records, a manifest.
+"""The index on disk: its layout, manifest, atomic writing and swapping, loading and checking.
+
+Building one (chunking, embedding, the vector and BM25 indexes) is :mod:`service.ingest`;
+this module only stores and reads what it builds.
 
 Layout of ``index/``::
 
@@ -12,8 +15,7 @@ Layout of ``index/``::
         bm25/               BM25 (bm25s) over the same chunks
 
 A build is written into a temporary folder and only then named in ``CURRENT``, so a crash or
-Ctrl-C mid-build leaves the previous index in service. Embeddings of unchanged chunk and
-sentence texts are copied from the previous build instead of being recomputed.
+Ctrl-C mid-build leaves the previous index in service.
 """
 
 from __future__ import annotations
@@ -34,11 +36,10 @@ from typing import Any
 import numpy as np
 
 from service import __version__
-from service.chunking import Chunk, chunk_document
+from service.chunking import Chunk
 from service.config import Settings
-from service.documents import Document, LoadProblem, load_corpus
+from service.documents import Document, LoadProblem
 from service.embedding import Embedder, Vectors
-from service.lexical import tokenize
 
 FORMAT_VERSION = 1
 POINTER = "CURRENT"
@@ -170,7 +171,8 @@ def corpus_hash(documents: Iterable[Document]) -> str:
     return digest.hexdigest()
 
 
-def _text_key(model: str, text: str) -> str:
+def text_key(model: str, text: str) -> str:
+    """Which cached vector a text's embedding is: model and text."""
     return hashlib.sha256(f"{model}\x1f{text}".encode()).hexdigest()
 
 
@@ -202,90 +204,6 @@ def stale_reasons(
 # Building
 
 
-def _faiss_index(vectors: Vectors, settings: Settings) -> tuple[Any, str]:
-    import faiss
-
-    dim = vectors.shape[1]
-    index: Any
-    if len(vectors) >= settings.ann_threshold:
-        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = settings.hnsw_ef_construction
-        index.hnsw.efSearch = settings.hnsw_ef_search
-        kind = "hnsw"
-    else:
-        index = faiss.IndexFlatIP(dim)
-        kind = "flat"
-    if len(vectors):
-        index.add(vectors)
-    return index, kind
-
-
-def _previous_vectors(index_dir: Path) -> dict[str, np.ndarray[Any, Any]]:
-    """text-key -> vector from the build being served, to avoid re-embedding unchanged text."""
-    try:
-        data = load_index(index_dir, verify=False)
-    except IndexError:
-        return {}
-    cache: dict[str, np.ndarray[Any, Any]] = {}
-    model = data.manifest.model
-    context = data.manifest.chunking.embed_context
-    chunk_vectors = data.vectors.reconstruct_n(0, data.vectors.ntotal)
-    for i, chunk in enumerate(data.chunks):
-        title = data.documents[chunk.document_id].title
-        cache[_text_key(model, chunk.embedding_text(title, context))] = chunk_vectors[i]
-        text = data.documents[chunk.document_id].text
-        rows = data.chunk_sentence_vectors(i)
-        for sentence, row in zip(chunk.sentence_texts(text), rows, strict=True):
-            cache[_text_key(model, sentence)] = row
-    return cache
-
-
-def _embed_with_cache(
-    texts: Sequence[str],
-    embedder: Embedder,
-    cache: dict[str, np.ndarray[Any, Any]],
-    settings: Settings,
-    stage: str,
-    progress: ProgressFn | None,
-) -> tuple[Vectors, int]:
-    keys = [_text_key(embedder.name, t) for t in texts]
-    missing = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
-    if missing:
-
-        def report(done: int, total: int) -> None:
-            if progress:
-                progress(stage, done, total)
-
-        fresh = embedder.embed(
-            [texts[i] for i in missing], batch_size=settings.embed_batch_size, progress=report
-        )
-        for i, vec in zip(missing, fresh, strict=True):
-            cache[keys[i]] = vec
-    elif progress:
-        progress(stage, len(texts), len(texts))
-    out = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
-    for i, key in enumerate(keys):
-        out[i] = cache[key]
-    return out, len(missing)
-
-
-def chunk_corpus(
-    documents: Sequence[Document], settings: Settings, embedder: Embedder
-) -> list[Chunk]:
-    chunks: list[Chunk] = []
-    for doc in documents:
-        chunks.extend(
-            chunk_document(
-                doc,
-                max_tokens=settings.chunk_max_tokens,
-                overlap_sentences=settings.chunk_overlap_sentences,
-                count_tokens=embedder.count_tokens,
-                with_context=settings.embed_context,
-            )
-        )
-    return chunks
-
-
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -302,27 +220,11 @@ def _write_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def build_index(
-    settings: Settings,
-    embedder: Embedder,
-    *,
-    documents: Sequence[Document] | None = None,
-    problems: Sequence[LoadProblem] = (),
-    progress: ProgressFn | None = None,
-) -> BuildReport:
-    """Build a new index from the corpus and make it current, atomically."""
-    import bm25s
-    import faiss
+def prepare_folder(index_dir: Path) -> None:
+    """Make sure a build can be written to ``index_dir`` and remove earlier builds' leftovers.
 
-    started = time.perf_counter()
-    if documents is None:
-        loaded = load_corpus(settings.corpus_dir)
-        documents, problems = loaded.documents, loaded.problems
-    if not documents:
-        raise CorpusEmptyError(
-            f"no usable documents in {settings.corpus_dir}/; add .md, .txt or .html files"
-        )
-    index_dir = settings.index_dir
+    Raises :class:`IndexWriteError` naming the folder when it cannot be written.
+    """
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
         probe = index_dir / f".write-test-{uuid.uuid4().hex}"
@@ -335,49 +237,38 @@ def build_index(
         ) from None
     _remove_leftovers(index_dir)
 
-    cache = _previous_vectors(index_dir)
-    previous_keys = set(cache)
-    if progress:
-        progress("chunking", 0, len(documents))
-    chunks = chunk_corpus(documents, settings, embedder)
-    if not chunks:
-        raise CorpusEmptyError(
-            f"the documents in {settings.corpus_dir}/ hold no text to index besides headings"
-        )
-    if progress:
-        progress("chunking", len(documents), len(documents))
-    titles = {d.id: d.title for d in documents}
-    texts = {d.id: d.text for d in documents}
-    chunk_inputs = [c.embedding_text(titles[c.document_id], settings.embed_context) for c in chunks]
-    chunk_vectors, embedded_chunks = _embed_with_cache(
-        chunk_inputs, embedder, cache, settings, "embedding chunks", progress
-    )
-    sentence_texts = [s for c in chunks for s in c.sentence_texts(texts[c.document_id])]
-    offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(c.sentences) for c in chunks])
-    sentence_vectors, embedded_sentences = _embed_with_cache(
-        sentence_texts, embedder, cache, settings, "embedding sentences", progress
-    )
-    # Distinct texts taken from the previous build (repeats within this build count once).
-    reused = len(
-        {_text_key(embedder.name, t) for t in (*chunk_inputs, *sentence_texts)} & previous_keys
-    )
-    if progress:
-        progress("indexing", 0, 1)
-    faiss_index, kind = _faiss_index(chunk_vectors, settings)
-    bm25 = bm25s.BM25()
-    corpus_tokens = [tokenize(text) or ["\u2205"] for text in chunk_inputs]
-    bm25.index(corpus_tokens, show_progress=False)
 
+@dataclass(frozen=True)
+class NewBuild:
+    """What a build holds, ready to write (see :func:`write_build`)."""
+
+    documents: Sequence[Document]
+    chunks: Sequence[Chunk]
+    vectors: Any  # faiss.Index over the chunk embeddings
+    index_type: str
+    sentence_vectors: Vectors
+    sentence_offsets: np.ndarray[Any, np.dtype[np.int64]]
+    bm25: Any  # bm25s.BM25 over the same chunks
+    model: str
+    dimension: int
+    chunking: ChunkingSettings
+
+
+def write_build(index_dir: Path, build: NewBuild, started: float) -> tuple[Manifest, Path]:
+    """Write ``build`` into a temporary folder, name it in ``CURRENT`` atomically, and drop all
+    but it and the build it replaces. A failure leaves the previous build in service."""
+    import faiss
+
+    documents, chunks = build.documents, build.chunks
     tmp = index_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         _write_text(tmp / DOCUMENTS, "".join(_document_line(d) for d in documents))
         _write_text(tmp / CHUNKS, "".join(c.to_json() + "\n" for c in chunks))
-        faiss.write_index(faiss_index, str(tmp / VECTORS))
-        np.save(tmp / SENTENCES, sentence_vectors)
-        np.save(tmp / "sentence_offsets.npy", offsets)
-        bm25.save(str(tmp / BM25_DIR), show_progress=False)
+        faiss.write_index(build.vectors, str(tmp / VECTORS))
+        np.save(tmp / SENTENCES, build.sentence_vectors)
+        np.save(tmp / "sentence_offsets.npy", build.sentence_offsets)
+        build.bm25.save(str(tmp / BM25_DIR), show_progress=False)
         files = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             files[path.relative_to(tmp).as_posix()] = {
@@ -388,14 +279,14 @@ def build_index(
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             package_version=__version__,
-            model=embedder.name,
-            dimension=embedder.dimension,
-            chunking=ChunkingSettings.from_settings(settings),
+            model=build.model,
+            dimension=build.dimension,
+            chunking=build.chunking,
             corpus_hash=corpus_hash(documents),
             documents=len(documents),
             chunks=len(chunks),
-            sentences=len(sentence_texts),
-            index_type=kind,
+            sentences=len(build.sentence_vectors),
+            index_type=build.index_type,
             built_at=datetime.now(UTC).isoformat(timespec="seconds"),
             build_seconds=round(elapsed, 3),
             files=files,
@@ -418,16 +309,7 @@ def build_index(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _remove_old_builds(index_dir, keep={name, previous} - {None})
-    if progress:
-        progress("indexing", 1, 1)
-    return BuildReport(
-        manifest=manifest,
-        path=final,
-        problems=list(problems),
-        embedded=embedded_chunks + embedded_sentences,
-        reused=reused,
-        seconds=time.perf_counter() - started,
-    )
+    return manifest, final
 
 
 def _document_line(doc: Document) -> str:
@@ -605,88 +487,3 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         sentence_offsets=offsets.astype(np.int64),
         bm25=bm25,
     )
-
-
-@dataclass
-class EnsureResult:
-    data: IndexData
-    build: BuildReport | None
-    reason: str | None
-    warning: str | None = None  # e.g. serving a stale index that could not be rebuilt
-
-
-def ensure_index(
-    settings: Settings,
-    embedder: Embedder,
-    *,
-    force: bool = False,
-    progress: ProgressFn | None = None,
-    serve_stale: bool = False,
-) -> EnsureResult:
-    """Load the index, (re)building it first when it is missing, stale, corrupt or mismatched.
-
-    Raises IndexError when the index cannot be used and there is no corpus to rebuild from.
-    With ``serve_stale``, a stale but sound index whose folder cannot be written (read-only
-    deployment, full disk) is returned as it is, with a ``warning``, instead of failing.
-    """
-    loaded = load_corpus(settings.corpus_dir) if settings.corpus_dir.is_dir() else None
-    reason: str | None = "rebuild requested" if force else None
-    data: IndexData | None = None
-    stale: IndexData | None = None
-    if not force:
-        try:
-            data = load_index(settings.index_dir)
-            if loaded is not None:
-                reasons = stale_reasons(
-                    data.manifest, settings, embedder, corpus_hash(loaded.documents)
-                )
-                if reasons:
-                    reason = "index is stale: " + ", ".join(reasons)
-                    stale, data = data, None
-            if data is not None and data.manifest.dimension != embedder.dimension:
-                raise IndexMismatchError(
-                    f"{data.path / MANIFEST} has dimension {data.manifest.dimension}, the model "
-                    f"gives {embedder.dimension}; rebuild with `python -m service ingest`"
-                )
-            if data is not None and loaded is None and data.manifest.model != embedder.name:
-                raise IndexMismatchError(
-                    f"{data.path / MANIFEST} was built with model '{data.manifest.model}', "
-                    f"QA_MODEL is '{embedder.name}'; set QA_MODEL to match or rebuild"
-                )
-        except IndexError as exc:
-            if loaded is None and isinstance(exc, IndexMissingError):
-                raise IndexMissingError(
-                    f"no index in {settings.index_dir}/ and no corpus folder "
-                    f"{settings.corpus_dir}/ to build it from; set QA_CORPUS_DIR to the folder "
-                    "of documents"
-                ) from None
-            if loaded is None:
-                raise
-            reason = str(exc).split(";")[0]
-            data = None
-    if data is not None:
-        return EnsureResult(data, None, None)
-    if loaded is None:
-        raise IndexMissingError(f"no corpus folder {settings.corpus_dir}/ to build the index from")
-    try:
-        report = build_index(
-            settings,
-            embedder,
-            documents=loaded.documents,
-            problems=loaded.problems,
-            progress=progress,
-        )
-    except IndexWriteError as exc:
-        # Only an index whose vectors still fit the model: an older corpus or chunking is
-        # out of date but correct for what it holds; another model's vectors are not.
-        usable = (
-            stale is not None
-            and stale.manifest.model == embedder.name
-            and stale.manifest.dimension == embedder.dimension
-            and stale.manifest.format_version == FORMAT_VERSION
-        )
-        if not (serve_stale and usable and stale is not None):
-            raise
-        warning = f"serving the existing index unchanged ({reason}) because {exc}"
-        return EnsureResult(stale, None, reason, warning)
-    return EnsureResult(load_index(settings.index_dir), report, reason)

@@ -38,7 +38,8 @@ from service.api.app import create_app
 from service.config import Settings
 from service.embedding import HashEmbedder
 from service.engine import Engine
-from service.index_store import MANIFEST, POINTER, VECTORS, build_index, current_build, load_index
+from service.index_store import MANIFEST, POINTER, VECTORS, current_build, load_index
+from service.ingest import build_index
 
 TOKEN = "faults-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -384,14 +385,14 @@ def test_concurrent_reindex_is_409_and_queries_use_the_old_index_meanwhile(
     built: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     entered, release = threading.Event(), threading.Event()
-    build = index_store.build_index
+    build = build_index
 
     def held_build(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert release.wait(30)
         return build(*args, **kwargs)
 
-    monkeypatch.setattr("service.engine.build_index", held_build)
+    monkeypatch.setattr("service.ingest.build_index", held_build)
     engine, _ = Engine.start(built)
     (built.corpus_dir / "new-study.md").write_text(NEW_DOC)  # for the re-index to pick up
     with serving(create_app(built, engine=engine)) as url:
@@ -440,7 +441,7 @@ def test_reindex_while_still_loading_is_503(built: Settings) -> None:
 SLOW_INGEST = """
 import sys, time
 from pathlib import Path
-from service import index_store
+from service import index_store, ingest
 from service.cli import main
 from service.embedding import HashEmbedder
 
@@ -452,7 +453,7 @@ def pause():
     time.sleep(60)
 
 if stage == "embedding":
-    index_store._previous_vectors = lambda index_dir: {}  # embed everything again
+    ingest._previous_vectors = lambda index_dir: {}  # embed everything again
     embed = HashEmbedder.embed
     def slow_embed(self, texts, **kwargs):
         pause()
@@ -734,7 +735,7 @@ def test_readyz_reports_a_stale_index_it_could_not_rebuild(
         raise IndexWriteError("cannot write to index/ (Read-only file system)")
 
     (built.corpus_dir / "new-study.md").write_text("# New Study\n\nKnee cartilage grew.\n")
-    monkeypatch.setattr("service.index_store.build_index", cannot_write)
+    monkeypatch.setattr("service.ingest.build_index", cannot_write)
     with TestClient(create_app(built, load_in_background=False)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 200

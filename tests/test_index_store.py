@@ -30,11 +30,10 @@ from service.index_store import (
     IndexMismatchError,
     IndexMissingError,
     IndexWriteError,
-    build_index,
     current_build,
-    ensure_index,
     load_index,
 )
+from service.ingest import build_index, ensure_index
 
 EMBEDDER = HashEmbedder()
 
@@ -167,7 +166,7 @@ def test_stale_index_that_cannot_be_rebuilt_is_served_with_a_warning(
 ) -> None:
     before = load_index(built.index_dir)
     (built.corpus_dir / "new.md").write_text("# New\n\nA new study of knee cartilage.\n")
-    monkeypatch.setattr("service.index_store.build_index", _cannot_write)
+    monkeypatch.setattr("service.ingest.build_index", _cannot_write)
     with pytest.raises(IndexWriteError):  # ingest: building is the point, so it fails
         ensure_index(built, EMBEDDER)
     served = ensure_index(built, EMBEDDER, serve_stale=True)
@@ -183,7 +182,7 @@ def test_stale_index_that_cannot_be_rebuilt_is_served_with_a_warning(
 def test_index_of_another_model_is_not_served_even_when_it_cannot_be_rebuilt(
     built: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.index_store.build_index", _cannot_write)
+    monkeypatch.setattr("service.ingest.build_index", _cannot_write)
     other = HashEmbedder(dimension=EMBEDDER.dimension)
     other.name = "hash-other"
     with pytest.raises(IndexWriteError):
@@ -448,7 +447,7 @@ def test_without_corpus_a_mismatched_index_is_refused(built: Settings, tmp_path:
 SLOW_BUILD = """
 import sys, time
 from pathlib import Path
-from service import index_store
+from service import index_store, ingest
 from service.config import load_settings
 from service.embedding import HashEmbedder
 
@@ -467,7 +466,7 @@ else:
         time.sleep(60)
     index_store._write_text = slow_write
 settings = load_settings(corpus_dir=Path(corpus), index_dir=Path(index), model="hash")
-index_store.build_index(settings, HashEmbedder())
+ingest.build_index(settings, HashEmbedder())
 """
 
 

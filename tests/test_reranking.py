@@ -14,7 +14,8 @@ from service.config import SettingsError, load_settings
 from service.embedding import HashEmbedder
 from service.engine import Engine
 from service.evaluation.dataset import DEV_QUESTIONS
-from service.index_store import build_index, load_index, sha256_file
+from service.index_store import load_index, sha256_file
+from service.ingest import build_index
 from service.reranking import (
     DEFAULT_PATH,
     FEATURES,

@@ -10,7 +10,8 @@ from conftest import make_settings, write_tiny_corpus
 
 from service.config import Settings
 from service.embedding import HashEmbedder
-from service.index_store import build_index, load_index
+from service.index_store import load_index
+from service.ingest import build_index
 from service.lexical import tokenize, words
 from service.retrieval import Hit, Retriever, UnknownDocumentError
 

@@ -23,10 +23,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
-import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -38,36 +34,18 @@ from pydantic import BaseModel, Field
 from service.api.schemas import ErrorResponse
 from service.api.state import AppState, app_state
 from service.documents import LoadProblem
-from service.embedding import load_embedder
-from service.engine import Engine, ReindexError, rebuild_index
-from service.index_store import BuildReport, IndexData
+from service.engine import Engine
+from service.index_store import IndexData
+from service.reindexing import ReindexBusy, Reindexer, ReindexOutcome
 
 log = logging.getLogger("service.api.admin")
 
 ADMIN_PREFIX = "/api/admin"
 
 
-# -- state -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ReindexState:
-    """The one re-index that may run, its progress, and how the last one ended."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    started_at: str | None = None
-    stage: str | None = None
-    done: int = 0
-    total: int = 0
-    last: dict[str, Any] | None = None
-
-    def progress(self, stage: str, done: int, total: int) -> None:
-        self.stage, self.done, self.total = stage, done, total
-
-
-def reindex_state(request: Request) -> ReindexState:
-    state: ReindexState = request.app.state.reindex
-    return state
+def reindexer(request: Request) -> Reindexer:
+    running: Reindexer = request.app.state.reindex
+    return running
 
 
 # -- access ----------------------------------------------------------------------------------
@@ -186,11 +164,7 @@ async def admin_disabled(rest: str) -> None:
 
 
 StateDep = Annotated[AppState, Depends(app_state)]
-ReindexDep = Annotated[ReindexState, Depends(reindex_state)]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+ReindexDep = Annotated[Reindexer, Depends(reindexer)]
 
 
 def build_info(data: IndexData) -> BuildInfo:
@@ -211,19 +185,6 @@ def _problems(problems: list[LoadProblem]) -> list[ProblemOut]:
     return [ProblemOut(path=p.path, reason=p.reason) for p in problems]
 
 
-def _rebuild(state: AppState, reindex: ReindexState) -> BuildReport:
-    """In a worker thread: rebuild, then serve the new index (or start serving, if none)."""
-    engine = state.engine
-    if engine is not None:
-        return engine.reindex(progress=reindex.progress)
-    # Nothing was loaded at start-up (state.load_error says why): build from scratch.
-    embedder = load_embedder(state.settings)
-    report, data = rebuild_index(state.settings, embedder, progress=reindex.progress)
-    state.engine = Engine(state.settings, embedder, data)
-    state.load_error = None
-    return report
-
-
 @admin_router.post(
     "/reindex",
     response_model=ReindexResult,
@@ -242,65 +203,46 @@ async def reindex(state: StateDep, running: ReindexDep) -> ReindexResult | JSONR
             detail="the index is still loading; try again in a few seconds",
             headers={"Retry-After": "2"},
         )
-    if not running.lock.acquire(blocking=False):
+    try:
+        outcome, engine = await run_in_threadpool(running.run, state.settings, state.engine)
+    except ReindexBusy as busy:
         raise HTTPException(
             status_code=409,
-            detail=(
-                f"a re-index is already running (started {running.started_at}); wait for it "
-                "to finish (GET /api/admin/status)"
-            ),
+            detail=f"{busy}; wait for it to finish (GET /api/admin/status)",
+        ) from None
+    if engine is not None and state.engine is None:
+        state.engine, state.load_error = engine, None
+    shaped = _shape(outcome, state.engine)
+    if isinstance(shaped, ReindexFailure):
+        return JSONResponse(shaped.model_dump(mode="json"), status_code=500)
+    return shaped
+
+
+def _shape(outcome: ReindexOutcome, engine: Engine | None) -> ReindexResult | ReindexFailure:
+    """A re-index outcome as the endpoint's response model."""
+    serving = build_info(engine.data) if engine is not None else None
+    if outcome.report is None or serving is None:
+        return ReindexFailure(
+            error=f"re-index failed: {outcome.error}",
+            problems=_problems(outcome.problems),
+            serving=serving,
+            seconds=outcome.seconds,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
         )
-    started_at = _now()
-    started = time.perf_counter()
-    previous = state.engine.data.path.name if state.engine is not None else None
-    try:
-        running.started_at, running.stage, running.done, running.total = started_at, None, 0, 0
-        log.info("re-index started")
-        report = await run_in_threadpool(_rebuild, state, running)
-    except Exception as exc:
-        if isinstance(exc, ReindexError):
-            message, problems = str(exc), exc.problems
-        else:
-            log.exception("re-index failed")
-            message, problems = f"{type(exc).__name__}: {exc}", []
-        engine = state.engine
-        failure = ReindexFailure(
-            error=f"re-index failed: {message}",
-            problems=_problems(problems),
-            serving=build_info(engine.data) if engine is not None else None,
-            seconds=round(time.perf_counter() - started, 3),
-            started_at=started_at,
-            finished_at=_now(),
-        )
-        running.last = failure.model_dump(mode="json")
-        log.error("re-index failed: %s", message)
-        return JSONResponse(running.last, status_code=500)
-    finally:
-        running.started_at = None
-        running.lock.release()
-    assert state.engine is not None
-    m = report.manifest
-    result = ReindexResult(
-        build=build_info(state.engine.data),
-        previous_build=previous,
+    report, m = outcome.report, outcome.report.manifest
+    return ReindexResult(
+        build=serving,
+        previous_build=outcome.previous_build,
         documents=m.documents,
         chunks=m.chunks,
         embedded=report.embedded,
         reused=report.reused,
         problems=_problems(report.problems),
-        seconds=round(report.seconds, 3),
-        started_at=started_at,
-        finished_at=_now(),
+        seconds=outcome.seconds,
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at,
     )
-    running.last = result.model_dump(mode="json")
-    log.info(
-        "re-index done: %s documents, %s chunks, %s problems, %.1f s",
-        m.documents,
-        m.chunks,
-        len(report.problems),
-        report.seconds,
-    )
-    return result
 
 
 @admin_router.get("/status", response_model=AdminStatus, responses=ADMIN_ERRORS)
@@ -315,10 +257,7 @@ async def status(state: StateDep, running: ReindexDep) -> AdminStatus:
             done=running.done,
             total=running.total,
         )
-    last: ReindexResult | ReindexFailure | None = None
-    if running.last is not None:
-        model = ReindexResult if running.last.get("status") == "ok" else ReindexFailure
-        last = model.model_validate(running.last)
+    last = _shape(running.last, engine) if running.last is not None else None
     return AdminStatus(
         serving=build_info(engine.data) if engine is not None else None,
         load_error=state.load_error,

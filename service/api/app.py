@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
-from service.api.admin_routes import ReindexState, admin_disabled_router, admin_router
+from service.api.admin_routes import admin_disabled_router, admin_router
 from service.api.errors import (
     error_schema_name,
     install_handlers,
@@ -36,6 +36,7 @@ from service.api.routes import router
 from service.api.state import AppState
 from service.config import Settings, get_settings
 from service.engine import Engine
+from service.reindexing import Reindexer
 
 log = logging.getLogger("service.api")
 
@@ -227,7 +228,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.qa = state
-    app.state.reindex = ReindexState()
+    app.state.reindex = Reindexer()
     app.include_router(router)
     app.include_router(openai_router)
     if settings.admin_token:

@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from service.embedding import load_embedder
-    from service.index_store import ensure_index
+    from service.ingest import ensure_index
 
     progress = Progress(args.quiet)
     settings = settings_for(args)

@@ -568,7 +568,7 @@ def bench_in_process(settings: Any, config: BenchConfig, say: Say) -> dict[str, 
 def bench_ingest(settings: Any, config: BenchConfig, say: Say) -> dict[str, Any]:
     from service.documents import load_corpus
     from service.embedding import load_embedder
-    from service.index_store import build_index
+    from service.ingest import build_index
 
     embedder = load_embedder(settings)
     runs = []
@@ -1168,7 +1168,7 @@ def run_benchmark(settings: Any, config: BenchConfig, say: Say | None = None) ->
         report["in_process"] = bench_in_process(settings, config, say)
     else:
         from service.embedding import load_embedder
-        from service.index_store import ensure_index
+        from service.ingest import ensure_index
 
         ensure_index(settings, load_embedder(settings))  # the servers need a built index
     if sections & {"startup", "http", "memory"}:

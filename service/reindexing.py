@@ -1,0 +1,123 @@
+"""Live re-indexing: one at a time, with its progress and how the last one ended.
+
+:meth:`Reindexer.run` rebuilds the index from the corpus (:func:`service.ingest.rebuild_index`)
+and swaps it into the running engine, or, when nothing could be loaded at start-up, starts an
+engine on the new index. Questions keep being answered from the old index until the swap. A
+second run while one is going raises :class:`ReindexBusy`; a failed run leaves the index in
+service untouched and is reported as a :class:`ReindexOutcome` with its error and per-file
+problems. The admin endpoint (:mod:`service.api.admin_routes`) only shapes these for HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from service.config import Settings
+from service.documents import LoadProblem
+from service.embedding import load_embedder
+from service.engine import Engine
+from service.index_store import BuildReport
+from service.ingest import ReindexError, rebuild_index
+
+log = logging.getLogger("service.reindexing")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ReindexBusy(RuntimeError):
+    """A re-index is already running."""
+
+    def __init__(self, started_at: str | None) -> None:
+        super().__init__(f"a re-index is already running (started {started_at})")
+        self.started_at = started_at
+
+
+@dataclass(frozen=True)
+class ReindexOutcome:
+    """How one re-index ended: ``report`` when it succeeded, else ``error``."""
+
+    started_at: str
+    finished_at: str
+    seconds: float
+    previous_build: str | None
+    report: BuildReport | None = None
+    error: str | None = None
+    problems: list[LoadProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None
+
+
+@dataclass
+class Reindexer:
+    """The one re-index that may run, its progress, and how the last one ended."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started_at: str | None = None
+    stage: str | None = None
+    done: int = 0
+    total: int = 0
+    last: ReindexOutcome | None = None
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        self.stage, self.done, self.total = stage, done, total
+
+    def run(
+        self, settings: Settings, engine: Engine | None
+    ) -> tuple[ReindexOutcome, Engine | None]:
+        """Rebuild and serve the new index; returns the outcome and the engine now serving
+        (``engine`` itself, or a new one when there was none). Raises :class:`ReindexBusy`."""
+        if not self.lock.acquire(blocking=False):
+            raise ReindexBusy(self.started_at)
+        started_at = now()
+        started = time.perf_counter()
+        previous = engine.data.path.name if engine is not None else None
+        try:
+            self.started_at, self.stage, self.done, self.total = started_at, None, 0, 0
+            log.info("re-index started")
+            try:
+                if engine is not None:
+                    report = engine.reindex(progress=self.progress)
+                else:  # nothing was loaded at start-up: build from scratch and start serving
+                    embedder = load_embedder(settings)
+                    report, data = rebuild_index(settings, embedder, progress=self.progress)
+                    engine = Engine(settings, embedder, data)
+            except Exception as exc:
+                if isinstance(exc, ReindexError):
+                    message, problems = str(exc), exc.problems
+                else:
+                    log.exception("re-index failed")
+                    message, problems = f"{type(exc).__name__}: {exc}", []
+                log.error("re-index failed: %s", message)
+                outcome = ReindexOutcome(
+                    started_at,
+                    now(),
+                    round(time.perf_counter() - started, 3),
+                    previous,
+                    error=message,
+                    problems=problems,
+                )
+            else:
+                m = report.manifest
+                log.info(
+                    "re-index done: %s documents, %s chunks, %s problems, %.1f s",
+                    m.documents,
+                    m.chunks,
+                    len(report.problems),
+                    report.seconds,
+                )
+                outcome = ReindexOutcome(
+                    started_at, now(), round(report.seconds, 3), previous, report=report
+                )
+            self.last = outcome
+            return outcome, engine
+        finally:
+            self.started_at = None
+            self.lock.release()
