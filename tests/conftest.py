@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Shared fixtures, and the test servers: ``serving`` (a thread) and ``server_process``.
 
 Most tests use the deterministic hashing embedder (``QA_MODEL=hash``) on small corpora in a
 temporary folder. Tests marked ``model`` use the real bundled all-MiniLM-L6-v2 on the real
@@ -7,8 +7,11 @@ corpus; its index is built once per test session.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -81,7 +85,7 @@ def real_engine(real_settings: Settings) -> Iterator[object]:
     yield engine
 
 
-# -- a tiny corpus with hand-checkable rankings (tests/test_retrieval.py, tests/test_cli_*.py) --
+# -- a tiny corpus with hand-checkable rankings (tests/core/test_retrieval.py, tests/system/) --
 
 TINY_DOCS: dict[str, str] = {
     "knee.md": (
@@ -117,6 +121,60 @@ def tiny_settings(tmp_path: Path) -> Settings:
     settings = make_settings(tmp_path)
     write_tiny_corpus(settings.corpus_dir)
     return settings
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server_process(workdir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m service serve`` on a free loopback port; yields (base URL, process)."""
+    port = free_port()
+    log = (workdir / "server.log").open("wb")
+    settings = {
+        "QA_MODEL": "hash",
+        "QA_CORPUS_DIR": str(workdir / "corpus"),
+        "QA_INDEX_DIR": str(workdir / "index"),
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir,
+        env={**clean, **settings, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited ({proc.returncode}): {server_log_tail(workdir)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in time: {server_log_tail(workdir)}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def server_log_tail(workdir: Path) -> str:
+    return (workdir / "server.log").read_text(errors="replace")[-3000:]
 
 
 @contextmanager

@@ -43,7 +43,7 @@ TARGETS = {
     # The reader issue: near-domain questions declined (not_stated or not_covered).
     "near_domain_abstained": 0.80,
 }
-# What the gate enforces today (tests/test_eval_gate.py): the targets that hold, and for the
+# What the gate enforces today (tests/evaluation/test_eval_gate.py): the targets that hold, and for the
 # others a floor just under the measured value, so no change can make quality worse unnoticed.
 # Raise these as retrieval improves; never lower them to make a change pass.
 FLOORS = {

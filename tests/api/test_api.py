@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CORPUS, ScriptedReader, make_settings, never
 from fastapi.testclient import TestClient
 
 from service.answering import DISCLAIMER
 from service.api.app import create_app
 from service.config import Settings
 from service.engine import Engine
-from tests.conftest import CORPUS, ScriptedReader, make_settings, never
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

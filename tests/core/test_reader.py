@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_settings
 
 from service.config import SettingsError
 from service.evaluation.dataset import Question, held_out, near_copies
@@ -41,9 +42,8 @@ from service.reader import (
     load_reader,
     verified_manifest,
 )
-from tests.conftest import make_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
 ANSWER = "The pooled reoperation rate was low, around 7%."
 UNRELATED = "Low back pain is one of the most common health problems worldwide."

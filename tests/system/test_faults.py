@@ -1,7 +1,7 @@
 """Faults, through the service as it runs: a missing, damaged or mismatched index at start-up;
 live re-indexing and each way it can fail; processes killed mid-ingest and mid-re-index; an
 index folder that cannot be written. (Loading damaged files is tested at the function level
-in tests/test_index_store.py; here the same faults go through the app, the API and the CLI.)
+in tests/core/test_index_store.py; here the same faults go through the app, the API and the CLI.)
 
 Everything uses the hashing embedder. Kills are real SIGKILLs of child processes slowed down
 at one stage by patching the child's own functions (no test hooks in the service code).
@@ -28,10 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CORPUS, make_settings
+from conftest import CORPUS, free_port, make_settings, serving
 from fastapi.testclient import TestClient
-from test_load import free_port
-from test_openai_api import serving
 
 from service import index_store
 from service.api.app import create_app

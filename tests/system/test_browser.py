@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from service.config import Settings
 
@@ -53,7 +53,7 @@ from playwright.sync_api import (  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "corpus"
 DOCS = ROOT / "docs"
 CHROMIUM_ARGS = [
@@ -74,13 +74,6 @@ NOT_STATED = "What is the recommended ibuprofen dose after a disc injection?"
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 360, "height": 740}
 REPLIES = "#conversation > li.msg-assistant:not(.is-pending)"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _ready(url: str) -> bool:
@@ -108,7 +101,7 @@ def server(
         QA_INDEX_DIR=str(real_settings.index_dir),
         PYTHONUNBUFFERED="1",
     )
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}/"
     log_path = tmp / "server.log"
     with log_path.open("wb") as log:
@@ -439,7 +432,27 @@ def test_phone_width_has_no_horizontal_scroll(phone: Page) -> None:
     back_to_chat(phone)
 
 
-def test_no_script_errors_or_csp_refusals(desktop: Page, phone: Page, problems: Problems) -> None:
+def test_no_script_errors_or_csp_refusals(browser: Browser, server: str) -> None:
+    """A walk through every view on a fresh page of its own, watched from the first load, so
+    the result does not depend on which other tests ran before."""
+    seen = Problems()
+    for viewport in (DESKTOP, PHONE):
+        page = _open(browser, server, seen, viewport)
+        try:
+            ask(page, ON_TOPIC).locator(".answer-text .marker").first.click()
+            expect(page.locator(".source-card.is-active")).to_have_count(1)
+            ask(page, NOT_STATED)
+            ask(page, OFF_TOPIC)
+            page.locator("#nav-docs").click()
+            page.locator("#doc-list .doc-card").first.locator(".doc-card-title a").click()
+            expect(page.locator("#doc-panel")).to_be_visible()
+        finally:
+            page.context.close()
+    assert seen.seen == []
+
+
+def test_no_script_errors_in_the_other_tests(problems: Problems) -> None:
+    """What the module's shared pages saw while the tests before this one ran."""
     assert problems.seen == []
 
 

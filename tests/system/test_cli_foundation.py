@@ -129,7 +129,7 @@ def test_search_json(tmp_path: Path, folders: tuple[Path, Path]) -> None:
                           "authors", "year", "journal", "doi", "pmid", "url", "study_type",
                           "source_title"}  # fmt: skip
         assert r["chunk_id"].startswith(r["document_id"] + ":")
-    # See tests/test_retrieval.py for the arithmetic: 2/61, 2/62, 2/63.
+    # See tests/core/test_retrieval.py for the arithmetic: 2/61, 2/62, 2/63.
     assert [(r["document_id"], r["section"]) for r in results] == [
         ("knee", "Pain"),
         ("knee", "Knee Cartilage"),
@@ -213,7 +213,7 @@ def test_train_reader_refuses_bad_arguments_in_one_line(
     tmp_path: Path, folders: tuple[Path, Path]
 ) -> None:
     corpus, index = folders
-    data = str(Path(__file__).resolve().parent.parent / "eval" / "reader" / "synthetic_1.jsonl")
+    data = str(Path(__file__).resolve().parents[2] / "eval" / "reader" / "synthetic_1.jsonl")
     no_dev, missing, bad, none = run_together(
         tmp_path,
         [

@@ -29,7 +29,7 @@ from service.evaluation.runner import (
     run_evaluation,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = ROOT / "eval" / "questions.jsonl"
 
 

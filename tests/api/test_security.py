@@ -1,7 +1,7 @@
 """Hostile input and security settings: traversal, NUL bytes, oversize and nested bodies, wrong
 methods, markup in questions, security headers, generic errors, CORS, rate limit, admin access.
 
-Ordinary bad input (empty, too long, wrong types, wrong content type) is in tests/test_api.py.
+Ordinary bad input (empty, too long, wrong types, wrong content type) is in tests/api/test_api.py.
 Requests whose exact bytes matter (dot segments, percent-encoding, chunked bodies) go to a real
 uvicorn server over a socket; the rest use the ASGI test client. All use the hashing embedder.
 """
@@ -18,11 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CORPUS, make_settings
+from conftest import CORPUS, make_settings, server_process, serving
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from test_load import server_process
-from test_openai_api import serving
 
 from service.api.app import create_app
 from service.api.ratelimit import TokenBuckets
@@ -32,7 +30,7 @@ from service.index_store import POINTER
 
 MODEL = "msc-evidence-qa"
 ADMIN_TOKEN = "security-admin-token-0123456789"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -17,20 +17,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import CORPUS
+from conftest import CORPUS, free_port, server_process
 
 from service.evaluation.soak import rss_bytes
 
@@ -51,60 +48,6 @@ EXTRA_DOC = (
     "Umbilical cord blood cells were infused in forty patients with heart failure. "
     "Ejection fraction rose by five points at six months.\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def server_process(workdir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m service serve`` on a free loopback port; yields (base URL, process)."""
-    port = free_port()
-    log = (workdir / "server.log").open("wb")
-    settings = {
-        "QA_MODEL": "hash",
-        "QA_CORPUS_DIR": str(workdir / "corpus"),
-        "QA_INDEX_DIR": str(workdir / "index"),
-    }
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir,
-        env={**clean, **settings, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}): {_tail(workdir)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in time: {_tail(workdir)}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _tail(workdir: Path) -> str:
-    return (workdir / "server.log").read_text(errors="replace")[-3000:]
 
 
 def _rss(pid: int) -> int:

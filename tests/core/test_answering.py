@@ -2,7 +2,7 @@
 
 The hashing embedder ranks by shared words, so the tiny corpus gives hand-checkable passages;
 ``ScriptedReader`` stands in for the trained cross-encoder (its real weights are tested in
-``tests/test_reader.py``) and records what it was asked to read.
+``tests/core/test_reader.py``) and records what it was asked to read.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ScriptedReader, make_settings, never, write_tiny_corpus
 
 from service.answering import (
     ANSWER_STATUSES,
@@ -20,7 +21,6 @@ from service.answering import (
 from service.config import Settings
 from service.engine import Engine
 from service.reader import answerability
-from tests.conftest import ScriptedReader, make_settings, never, write_tiny_corpus
 
 REOPERATION = "Disc injections of stem cells lowered the reoperation rate to seven percent."
 

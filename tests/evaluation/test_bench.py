@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CORPUS, make_settings
 
 from service.config import Settings
 from service.evaluation.bench import (
@@ -27,7 +28,6 @@ from service.evaluation.bench import (
     summary,
     write_outputs,
 )
-from tests.conftest import CORPUS, make_settings
 
 TINY = BenchConfig(
     repeats=1,
