@@ -1,7 +1,6 @@
 """Commands that measure and train: ``eval``, ``calibrate``, ``bench``, ``soak``,
 ``train-ranker``, ``train-reader``. The measuring and training code lives in
-:mod:`service.evaluation` and :mod:`service.calibration`; these functions parse arguments, call
-it, and print."""
+:mod:`service.evaluation`; these functions parse arguments, call it, and print."""
 
 from __future__ import annotations
 
@@ -158,7 +157,7 @@ def register_calibrate(sub: Any) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from service.calibration import calibrate, format_report
+    from service.evaluation.calibration import calibrate, format_report
 
     progress = Progress(args.quiet)
     engine = engine_for(args, progress)

@@ -152,7 +152,7 @@ def test_over_http_the_numbers_are_identical(
 
 
 def test_recommended_threshold_is_mid_gap() -> None:
-    from service.calibration import Scored, recommend
+    from service.evaluation.calibration import Scored, recommend
 
     def rows(inside: list[float], outside: list[float]) -> list[Scored]:
         return [Scored("q", True, c) for c in inside] + [Scored("q", False, c) for c in outside]
@@ -166,7 +166,7 @@ def test_recommended_threshold_is_mid_gap() -> None:
 
 
 def test_recommended_reader_threshold_keeps_in_scope_answers() -> None:
-    from service.calibration import Scored, reader_errors_at, recommend_reader
+    from service.evaluation.calibration import Scored, reader_errors_at, recommend_reader
 
     inside = [Scored("q", True, 0.9, "in_scope", a) for a in (0.2, *([0.9] * 98), 0.95)]
     near = [Scored("q", False, 0.9, "near_domain", a) for a in (0.05, 0.1, 0.5, 0.92)]
