@@ -17,14 +17,13 @@ Two thresholds, one per refusal:
   (a reader trained with ``--with-dev`` is calibrated on the held-out fifth and
   ``eval/dev_questions_5.jsonl`` only).
 
-Rows are JSONL: evaluation rows with ``kind`` (``in_scope``, ``unrelated``, ``near_domain``), or
-``{"question": str, "in_scope": bool}``. Development questions that copy a test question
+Rows are the evaluation's JSONL question format (``kind``: ``in_scope``, ``unrelated``,
+``near_domain``; answers may be left out). Development questions that copy a test question
 (:func:`service.evaluation.dataset.near_copies`) are left out of both.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -158,28 +157,8 @@ def reader_errors_at(points: list[Scored], threshold: float) -> dict[str, int]:
 def load_labelled(path: Path) -> list[Labelled]:
     from service.evaluation.dataset import held_out, load_questions
 
-    first = next(
-        (line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), ""
-    )
-    if first and "kind" in json.loads(first):
-        return [Labelled(q.question, q.kind, q.id, held_out(path, q)) for q in load_questions(path)]
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            kind = "in_scope" if bool(record["in_scope"]) else "unrelated"
-            rows.append(Labelled(str(record["question"]), kind))
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"{path}:{n}: not a calibration row ({exc})") from None
-    return rows
-
-
-def load_rows(path: Path) -> list[tuple[str, bool]]:
-    """(question, in scope) for the coverage threshold: near-domain rows are left out."""
-    rows = load_labelled(path)
-    return [(r.question, r.kind == "in_scope") for r in rows if r.kind != "near_domain"]
+    questions = load_questions(path, require_answers=False)
+    return [Labelled(q.question, q.kind, q.id, held_out(path, q)) for q in questions]
 
 
 def _without_test_copies(engine: Engine, rows: list[Labelled]) -> tuple[list[Labelled], int]:

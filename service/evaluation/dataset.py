@@ -61,7 +61,10 @@ class Question:
         return self.kind == "in_scope"
 
 
-def load_questions(path: Path) -> list[Question]:
+def load_questions(path: Path, *, require_answers: bool = True) -> list[Question]:
+    """The questions of a JSONL file in this module's format. ``require_answers=False`` admits
+    in-scope questions without relevant documents and answer strings (``eval/calibration.jsonl``
+    labels only what is in scope)."""
     questions = []
     seen: set[str] = set()
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -83,7 +86,7 @@ def load_questions(path: Path) -> list[Question]:
             raise ValueError(f"{path}:{n}: not a question record ({exc})") from None
         if q.kind not in KINDS:
             raise ValueError(f"{path}:{n}: kind must be one of {', '.join(KINDS)}")
-        if q.in_scope and (not q.relevant_docs or not q.answers):
+        if require_answers and q.in_scope and (not q.relevant_docs or not q.answers):
             raise ValueError(f"{path}:{n}: in-scope question needs relevant_docs and answers")
         if q.id in seen:
             raise ValueError(f"{path}:{n}: duplicate id {q.id}")

@@ -474,19 +474,13 @@ def format_summary(report: SoakReport) -> str:
 
 
 def load_questions(path: Path) -> list[str]:
-    """The ``question`` of each JSONL row of ``path`` (unreadable rows skipped); the built-in
-    :data:`DEFAULT_QUESTIONS` when the file is missing or holds none. Used by soak and bench."""
+    """The question texts of a question file (:func:`service.evaluation.dataset.load_questions`);
+    the built-in :data:`DEFAULT_QUESTIONS` when it is missing, unreadable or empty. Used by soak
+    and bench."""
+    from service.evaluation.dataset import load_questions as read_question_file
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        questions = [q.question for q in read_question_file(path, require_answers=False)]
     except (OSError, ValueError):
         return list(DEFAULT_QUESTIONS)
-    questions = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        text = row.get("question") if isinstance(row, dict) else None
-        if isinstance(text, str) and text.strip():
-            questions.append(text.strip())
     return questions or list(DEFAULT_QUESTIONS)

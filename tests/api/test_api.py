@@ -453,8 +453,8 @@ def test_in_scope_calibration_questions_are_answered(real_client: TestClient) ->
     questions, may find no answering sentence for a few broad ones (measured: 3 of 35)."""
     rows = [json.loads(line) for line in (ROOT / "eval" / "calibration.jsonl").open()]
     status = {r["question"]: ask(real_client, r["question"]).json()["answer_status"] for r in rows}
-    inside = [r["question"] for r in rows if r["in_scope"]]
-    outside = [r["question"] for r in rows if not r["in_scope"]]
+    inside = [r["question"] for r in rows if r["kind"] == "in_scope"]
+    outside = [r["question"] for r in rows if r["kind"] != "in_scope"]
     assert [q for q in inside if status[q] == "not_covered"] == []
     assert sum(status[q] == "not_stated" for q in inside) <= 0.1 * len(inside)
     assert [q for q in outside if status[q] == "answered"] == []
