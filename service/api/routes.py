@@ -24,11 +24,11 @@ from service.api.schemas import (
     PassageOut,
     Ready,
     SearchResponse,
+    SourceFields,
     clean_question,
 )
 from service.api.state import AppState, app_state, ready_engine
 from service.config import Settings
-from service.documents import Document
 from service.engine import Engine
 from service.retrieval import UnknownDocumentError
 
@@ -113,24 +113,6 @@ async def search(
     )
 
 
-def _summary(doc: Document, chunk_count: int) -> dict[str, object]:
-    return {
-        "id": doc.id,
-        "title": doc.title,
-        "source_title": doc.source_title,
-        "authors": list(doc.authors),
-        "year": doc.year,
-        "journal": doc.journal,
-        "doi": doc.doi,
-        "pmid": doc.pmid,
-        "pmcid": doc.pmcid,
-        "url": doc.url,
-        "pubmed_url": doc.pubmed_url,
-        "study_type": doc.study_type,
-        "chunk_count": chunk_count,
-    }
-
-
 @router.get("/api/documents", response_model=DocumentList, responses=ERRORS, tags=["documents"])
 async def list_documents(engine: EngineDep) -> DocumentList:
     """Every document with its citation metadata and chunk count."""
@@ -140,7 +122,7 @@ async def list_documents(engine: EngineDep) -> DocumentList:
         counts[chunk.document_id] = counts.get(chunk.document_id, 0) + 1
     docs = sorted(data.documents.values(), key=lambda d: d.id)
     return DocumentList(
-        documents=[DocumentSummary(**_summary(d, counts.get(d.id, 0))) for d in docs]  # type: ignore[arg-type]
+        documents=[DocumentSummary.of_document(d, counts.get(d.id, 0)) for d in docs]
     )
 
 
@@ -162,7 +144,9 @@ async def get_document(document_id: str, engine: EngineDep) -> DocumentDetail:
         if c.document_id == document_id
     ]
     return DocumentDetail(
-        **_summary(doc, len(chunks)),  # type: ignore[arg-type]
+        id=doc.id,
+        chunk_count=len(chunks),
+        **SourceFields.of(doc),
         text=doc.text,
         reference=doc.reference,
         chunks=chunks,

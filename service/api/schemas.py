@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.answering import Answer, AnswerStatus, Citation
 from service.api.errors import ErrorDetail, ErrorResponse
 from service.config import RetrievalMode
+from service.documents import Document
 from service.retrieval import Hit
 
 Mode = RetrievalMode  # the one list of modes, in service/config.py
@@ -63,9 +64,9 @@ class AskRequest(BaseModel):
         return clean_question(value)
 
 
-class CitationFields(BaseModel):
-    chunk_id: str
-    document_id: str
+class SourceFields(BaseModel):
+    """What a reader needs to find and weigh a study; shared by documents and citations."""
+
     title: str
     source_title: str | None
     authors: list[str]
@@ -77,32 +78,32 @@ class CitationFields(BaseModel):
     url: str | None
     pubmed_url: str | None
     study_type: str | None
+
+    @staticmethod
+    def of(doc: Document) -> dict[str, Any]:
+        """These fields' values for ``doc`` (the record's attributes of the same names)."""
+        return {name: getattr(doc, name) for name in SourceFields.model_fields}
+
+
+class CitationFields(SourceFields):
+    chunk_id: str
+    document_id: str
     section: str
     text: str
     start: int = Field(description="Offset of the passage in its document's text.")
     end: int
 
-    @classmethod
-    def fields_from_hit(cls, hit: Hit) -> dict[str, object]:
-        doc = hit.document
+    @staticmethod
+    def fields_from_hit(hit: Hit) -> dict[str, Any]:
+        chunk = hit.chunk
         return {
-            "chunk_id": hit.chunk.id,
-            "document_id": doc.id,
-            "title": doc.title,
-            "source_title": doc.source_title,
-            "authors": list(doc.authors),
-            "year": doc.year,
-            "journal": doc.journal,
-            "doi": doc.doi,
-            "pmid": doc.pmid,
-            "pmcid": doc.pmcid,
-            "url": doc.url,
-            "pubmed_url": doc.pubmed_url,
-            "study_type": doc.study_type,
-            "section": hit.chunk.section,
-            "text": hit.chunk.text,
-            "start": hit.chunk.start,
-            "end": hit.chunk.end,
+            "chunk_id": chunk.id,
+            "document_id": hit.document.id,
+            "section": chunk.section,
+            "text": chunk.text,
+            "start": chunk.start,
+            "end": chunk.end,
+            **SourceFields.of(hit.document),
         }
 
 
@@ -122,7 +123,7 @@ class CitationOut(CitationFields):
         return cls(
             marker=c.marker,
             highlights=[Highlight(start=s.start, end=s.end) for s in c.highlights],
-            **cls.fields_from_hit(c.hit),  # type: ignore[arg-type]
+            **cls.fields_from_hit(c.hit),
         )
 
 
@@ -132,7 +133,7 @@ class PassageOut(CitationFields):
 
     @classmethod
     def from_hit(cls, hit: Hit) -> PassageOut:
-        return cls(rank=hit.rank, score=round(hit.score, 6), **cls.fields_from_hit(hit))  # type: ignore[arg-type]
+        return cls(rank=hit.rank, score=round(hit.score, 6), **cls.fields_from_hit(hit))
 
 
 class AnswerSentenceOut(BaseModel):
@@ -215,20 +216,13 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
-class DocumentSummary(BaseModel):
+class DocumentSummary(SourceFields):
     id: str
-    title: str
-    source_title: str | None
-    authors: list[str]
-    year: int | None
-    journal: str | None
-    doi: str | None
-    pmid: str | None
-    pmcid: str | None
-    url: str | None
-    pubmed_url: str | None
-    study_type: str | None
     chunk_count: int
+
+    @classmethod
+    def of_document(cls, doc: Document, chunk_count: int) -> DocumentSummary:
+        return cls(id=doc.id, chunk_count=chunk_count, **SourceFields.of(doc))
 
 
 class ChunkOffsets(BaseModel):
