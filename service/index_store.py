@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,27 +54,27 @@ VERIFY_CHECKSUM_BELOW = 256 * 1024 * 1024
 ProgressFn = Callable[[str, int, int], None]
 
 
-class IndexError(RuntimeError):
+class IndexStoreError(RuntimeError):
     """Base for index problems; messages are one line and say how to fix it."""
 
 
-class IndexMissingError(IndexError):
+class IndexMissingError(IndexStoreError):
     pass
 
 
-class IndexCorruptError(IndexError):
+class IndexCorruptError(IndexStoreError):
     pass
 
 
-class IndexMismatchError(IndexError):
+class IndexMismatchError(IndexStoreError):
     pass
 
 
-class CorpusEmptyError(IndexError):
+class CorpusEmptyError(IndexStoreError):
     pass
 
 
-class IndexWriteError(IndexError):
+class IndexWriteError(IndexStoreError):
     """The index folder cannot be written (permissions, full disk)."""
 
 
@@ -236,6 +236,39 @@ def prepare_folder(index_dir: Path) -> None:
             "fix its permissions or set QA_INDEX_DIR to a writable folder"
         ) from None
     _remove_leftovers(index_dir)
+
+
+LOCK = ".build.lock"
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path, progress: ProgressFn | None = None) -> Iterator[None]:
+    """Hold the index folder's build lock: one process at a time checks and builds an index
+    there (two CLI runs, or a server and ``ingest``, started on a missing index). The others
+    wait, then find the index the first one built. A folder that cannot be written (a
+    read-only deployment) is used without the lock: nothing can be built there anyway."""
+    import fcntl
+
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        handle = (index_dir / LOCK).open("a")
+    except OSError:
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stage = f"waiting for another process building the index in {index_dir}/"
+            if progress is not None:
+                progress(stage, 0, 1)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if progress is not None:
+                progress(stage, 1, 1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

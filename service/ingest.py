@@ -28,12 +28,13 @@ from service.index_store import (
     ChunkingSettings,
     CorpusEmptyError,
     IndexData,
-    IndexError,
     IndexMismatchError,
     IndexMissingError,
+    IndexStoreError,
     IndexWriteError,
     NewBuild,
     ProgressFn,
+    build_lock,
     corpus_hash,
     load_index,
     prepare_folder,
@@ -66,7 +67,7 @@ def _previous_vectors(index_dir: Path) -> dict[str, np.ndarray[Any, Any]]:
     """text-key -> vector from the build being served, to avoid re-embedding unchanged text."""
     try:
         data = load_index(index_dir, verify=False)
-    except IndexError:
+    except IndexStoreError:
         return {}
     cache: dict[str, np.ndarray[Any, Any]] = {}
     model = data.manifest.model
@@ -230,10 +231,22 @@ def ensure_index(
 ) -> EnsureResult:
     """Load the index, (re)building it first when it is missing, stale, corrupt or mismatched.
 
-    Raises IndexError when the index cannot be used and there is no corpus to rebuild from.
+    Raises IndexStoreError when the index cannot be used and there is no corpus to rebuild from.
     With ``serve_stale``, a stale but sound index whose folder cannot be written (read-only
     deployment, full disk) is returned as it is, with a ``warning``, instead of failing.
     """
+    with build_lock(settings.index_dir, progress):
+        return _ensure(settings, embedder, force=force, progress=progress, serve_stale=serve_stale)
+
+
+def _ensure(
+    settings: Settings,
+    embedder: Embedder,
+    *,
+    force: bool,
+    progress: ProgressFn | None,
+    serve_stale: bool,
+) -> EnsureResult:
     loaded = load_corpus(settings.corpus_dir) if settings.corpus_dir.is_dir() else None
     reason: str | None = "rebuild requested" if force else None
     data: IndexData | None = None
@@ -258,7 +271,7 @@ def ensure_index(
                     f"{data.path / MANIFEST} was built with model '{data.manifest.model}', "
                     f"QA_MODEL is '{embedder.name}'; set QA_MODEL to match or rebuild"
                 )
-        except IndexError as exc:
+        except IndexStoreError as exc:
             if loaded is None and isinstance(exc, IndexMissingError):
                 raise IndexMissingError(
                     f"no index in {settings.index_dir}/ and no corpus folder "
@@ -320,15 +333,16 @@ def rebuild_index(
         )
     loaded = load_corpus(settings.corpus_dir)
     try:
-        report = build_index(
-            settings,
-            embedder,
-            documents=loaded.documents,
-            problems=loaded.problems,
-            progress=progress,
-        )
-        data = load_index(settings.index_dir)
-    except IndexError as exc:
+        with build_lock(settings.index_dir, progress):
+            report = build_index(
+                settings,
+                embedder,
+                documents=loaded.documents,
+                problems=loaded.problems,
+                progress=progress,
+            )
+            data = load_index(settings.index_dir)
+    except IndexStoreError as exc:
         raise ReindexError(str(exc), loaded.problems) from None
     except OSError as exc:  # the disk filled up or a file could not be written mid-build
         where = exc.filename or settings.index_dir

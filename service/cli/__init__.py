@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if isinstance(exc, SettingsError) else EXIT_FAILURE
     except Exception as exc:
         from service.embedding import EmbedderError
-        from service.index_store import IndexError as IndexProblem
+        from service.index_store import IndexStoreError as IndexProblem
 
         if isinstance(exc, EmbedderError | IndexProblem | FileNotFoundError | ValueError):
             print(f"error: {exc}", file=sys.stderr)

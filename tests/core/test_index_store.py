@@ -26,9 +26,9 @@ from service.index_store import (
     VECTORS,
     CorpusEmptyError,
     IndexCorruptError,
-    IndexError,
     IndexMismatchError,
     IndexMissingError,
+    IndexStoreError,
     IndexWriteError,
     current_build,
     load_index,
@@ -306,7 +306,7 @@ def test_index_dir_that_cannot_be_written(hash_settings: Settings, tmp_path: Pat
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     settings = make_settings(tmp_path, index_dir=blocker / "index")
-    with pytest.raises(IndexError, match=r"cannot write to .*a-file/index/"):
+    with pytest.raises(IndexStoreError, match=r"cannot write to .*a-file/index/"):
         ensure_index(settings, EMBEDDER)
 
 
@@ -315,7 +315,7 @@ def test_read_only_index_dir(hash_settings: Settings) -> None:
     hash_settings.index_dir.mkdir()
     hash_settings.index_dir.chmod(0o500)
     try:
-        with pytest.raises(IndexError, match="cannot write to"):
+        with pytest.raises(IndexStoreError, match="cannot write to"):
             build_index(hash_settings, EMBEDDER)
     finally:
         hash_settings.index_dir.chmod(0o700)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import write_tiny_corpus
+from conftest import make_settings, write_tiny_corpus
+
+from service.embedding import HashEmbedder
+from service.index_store import LOCK
+from service.ingest import build_index
 
 
 def _cli(
@@ -162,6 +168,28 @@ def test_search_json(tmp_path: Path, folders: tuple[Path, Path]) -> None:
     assert text.returncode == 0, text.stderr
     assert re.match(r"1\. \[-?\d+\.\d{4}\] Lung Fibrosis \(2025\) - ", text.stdout)
     assert "Nebulized vesicles improved lung function" in text.stdout
+
+
+def test_a_second_ingest_waits_for_the_first_and_builds_nothing(
+    tmp_path: Path, folders: tuple[Path, Path]
+) -> None:
+    """Two processes on one missing index (two ``ask`` runs, a server and ``ingest``): the
+    build lock lets one build while the other waits, then loads what the first built."""
+    corpus, index = folders
+    index.mkdir()
+    with (index / LOCK).open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # this test is the process building
+        waiting = _cli(tmp_path, ("ingest",), corpus, index, {})
+        time.sleep(5)  # ample for the tiny corpus, had it not waited
+        assert waiting.poll() is None, "ingest did not wait for the build lock"
+        assert not list(index.glob("build-*"))
+        settings = make_settings(tmp_path)  # the same corpus/ and index/ folders
+        build_index(settings, HashEmbedder())
+    second = _finish(waiting)
+    assert second.returncode == 0, second.stderr
+    assert f"waiting for another process building the index in {index}/: 1/1" in second.stderr
+    assert "index is up to date" in second.stderr and "built index" not in second.stderr
+    assert len(list(index.glob("build-*"))) == 1
 
 
 def test_ask_shows_each_answer_status(tmp_path: Path, folders: tuple[Path, Path]) -> None:
