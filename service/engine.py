@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from service.answering import Answer, compose_answer
 from service.batching import with_query_batching
@@ -20,16 +20,7 @@ from service.ingest import EnsureResult, ensure_index, rebuild_index
 from service.reader import Reader, load_reader
 from service.reranking import DEFAULT_PATH as DEFAULT_RANKER
 from service.reranking import LinearRanker
-from service.retrieval import Hit, Retriever
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    query: str
-    mode: str
-    hits: list[Hit]
-    timings_ms: dict[str, float]
-
+from service.retrieval import Retriever, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +116,14 @@ class Engine:
         k: int | None = None,
         mode: RetrievalMode | str | None = None,
         document_ids: Collection[str] | None = None,
-    ) -> SearchOutcome:
+    ) -> SearchResult:
         retriever = self.retriever
         started = time.perf_counter()
         result = retriever.run(
             query, k or self.settings.top_k, mode or self.settings.default_mode, document_ids
         )
         elapsed = round((time.perf_counter() - started) * 1000, 3)
-        return SearchOutcome(query, result.mode, result.hits, {"retrieval": elapsed})
+        return replace(result, timings_ms={"retrieval": elapsed})
 
     def ask(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import numpy as np
@@ -58,11 +58,15 @@ class Signals:
 
 @dataclass(frozen=True)
 class SearchResult:
+    """One search: the ranked hits and what the answer step needs besides (the query's vector,
+    the coverage signals); :meth:`service.engine.Engine.search` adds its timings."""
+
     query: str
     mode: str
     hits: list[Hit]
     query_vector: Vectors
     signals: Signals
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class _LRU:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from service.api.schemas import PassageOut
 from service.chunking import Chunk, Span
 from service.evaluation.dataset import (
     Question,
@@ -58,13 +59,6 @@ GATE_MAX_IN_SCOPE_ABSTAINED = 0.02
 
 
 @dataclass(frozen=True)
-class Passage:
-    chunk_id: str
-    document_id: str
-    score: float
-
-
-@dataclass(frozen=True)
 class Asked:
     answer: str
     cited_documents: tuple[str, ...]
@@ -82,7 +76,7 @@ class Backend(Protocol):
 
     def chunks(self) -> list[Chunk]: ...
 
-    def search(self, question: str, k: int, mode: str) -> list[Passage]: ...
+    def search(self, question: str, k: int, mode: str) -> list[PassageOut]: ...
 
     def ask(self, question: str, k: int, mode: str) -> Asked: ...
 
@@ -97,9 +91,9 @@ class EngineBackend:
     def chunks(self) -> list[Chunk]:
         return list(self.engine.data.chunks)
 
-    def search(self, question: str, k: int, mode: str) -> list[Passage]:
+    def search(self, question: str, k: int, mode: str) -> list[PassageOut]:
         hits = self.engine.search(question, k, mode).hits
-        return [Passage(h.chunk.id, h.chunk.document_id, h.score) for h in hits]
+        return [PassageOut.from_hit(h) for h in hits]
 
     def ask(self, question: str, k: int, mode: str) -> Asked:
         a = self.engine.ask(question, k, mode)
@@ -156,10 +150,10 @@ class HttpBackend:
                 )
         return out
 
-    def search(self, question: str, k: int, mode: str) -> list[Passage]:
+    def search(self, question: str, k: int, mode: str) -> list[PassageOut]:
         query = urllib.parse.urlencode({"q": question, "top_k": k, "mode": mode})
         results = self._call(f"/api/search?{query}")["results"]
-        return [Passage(r["chunk_id"], r["document_id"], r["score"]) for r in results]
+        return [PassageOut.model_validate(r) for r in results]
 
     def ask(self, question: str, k: int, mode: str) -> Asked:
         r = self._call("/api/ask", {"question": question, "top_k": k, "mode": mode})
@@ -249,13 +243,13 @@ def retrieval_metrics(
     return out
 
 
-def _doc_ranking(passages: Sequence[Passage]) -> dict[str, float]:
+def _doc_ranking(passages: Sequence[PassageOut]) -> dict[str, float]:
     """Documents in order of their first passage, scored so ranx keeps that order."""
     order = list(dict.fromkeys(p.document_id for p in passages))
     return {doc: float(len(order) - i) for i, doc in enumerate(order)}
 
 
-def _passage_ranking(passages: Sequence[Passage]) -> dict[str, float]:
+def _passage_ranking(passages: Sequence[PassageOut]) -> dict[str, float]:
     return {p.chunk_id: float(len(passages) - i) for i, p in enumerate(passages)}
 
 
@@ -296,7 +290,7 @@ def evaluate_mode(
     results: list[QuestionResult] = []
     for n, q in enumerate(questions, start=1):
         asked = backend.ask(q.question, ANSWER_TOP_K, mode)
-        retrieved: list[Passage] = []
+        retrieved: list[PassageOut] = []
         first_rank = None
         if q.in_scope:
             retrieved = backend.search(q.question, RETRIEVAL_DEPTH, mode)
