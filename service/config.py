@@ -320,7 +320,7 @@ class Settings(BaseSettings):
     @field_validator("reader_path")
     @classmethod
     def _reader_loads(cls, value: Path | None) -> Path | None:
-        from service.reader import ReaderError, verified_manifest
+        from service.reader_manifest import ReaderError, verified_manifest
 
         if value is None:
             return None

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from service import __version__
+from service.checksums import sha256_file
 from service.chunking import Chunk
 from service.config import Settings
 from service.documents import Document, LoadProblem
@@ -174,14 +175,6 @@ def corpus_hash(documents: Iterable[Document]) -> str:
 def text_key(model: str, text: str) -> str:
     """Which cached vector a text's embedding is: model and text."""
     return hashlib.sha256(f"{model}\x1f{text}".encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stale_reasons(

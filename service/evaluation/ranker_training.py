@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from service.checksums import sha256_file
 from service.evaluation.dataset import (
     Question,
     load_questions,
     passage_qrels,
 )
-from service.index_store import sha256_file
 from service.reranking import (
     LinearRanker,
     TrainingGroup,

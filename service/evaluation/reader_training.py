@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.answering import rank_sentences
+from service.checksums import sha256_file
 from service.evaluation.dataset import (
     DEV_QUESTIONS,
     DEV_QUESTIONS_5,
@@ -54,18 +55,15 @@ from service.evaluation.dataset import (
     near_copies,
 )
 from service.evaluation.runner import auroc
-from service.index_store import sha256_file
 from service.reader import (
     BASE_WEIGHTS_FILE,
-    MANIFEST_FILE,
-    WEIGHTS_FILE,
     PairTokenizer,
-    ReaderManifest,
     answerability,
     base_model_dir,
     build_module,
     trained_state,
 )
+from service.reader_manifest import MANIFEST_FILE, WEIGHTS_FILE, ReaderManifest
 
 if TYPE_CHECKING:
     import torch

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import make_settings
 
+from service.checksums import sha256_file
 from service.config import SettingsError
 from service.evaluation.dataset import Question, held_out, near_copies
 from service.evaluation.reader_training import (
@@ -31,15 +32,13 @@ from service.evaluation.reader_training import (
     train,
 )
 from service.evaluation.runner import auroc
-from service.index_store import sha256_file
-from service.reader import (
+from service.reader import OnnxReader, load_reader
+from service.reader_manifest import (
     DEFAULT_DIR,
     MANIFEST_FILE,
     WEIGHTS_FILE,
-    OnnxReader,
     ReaderError,
     ReaderManifest,
-    load_reader,
     verified_manifest,
 )
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from conftest import ROOT, make_settings, write_tiny_corpus
 
+from service.checksums import sha256_file
 from service.config import SettingsError, load_settings
 from service.embedding import HashEmbedder
 from service.engine import Engine
 from service.evaluation.dataset import DEV_QUESTIONS
-from service.index_store import load_index, sha256_file
+from service.index_store import load_index
 from service.ingest import build_index
 from service.reranking import (
     DEFAULT_PATH,
