@@ -15,7 +15,8 @@ from service.cli.common import CliError, Progress, add_common_options, engine_fo
 from service.evaluation.bench import SECTIONS
 from service.evaluation.dataset import DEV_QUESTIONS, TEST_QUESTIONS
 from service.evaluation.ranker_training import L2
-from service.evaluation.reader_training import SYNTHETIC_DIR, TrainConfig
+from service.evaluation.reader_data import SYNTHETIC_DIR
+from service.evaluation.reader_training import TrainConfig
 from service.evaluation.runner import MODES
 from service.evaluation.soak import MAX_CLIENTS, MAX_MINUTES
 from service.reader_manifest import DEFAULT_DIR as READER_DIR
@@ -360,14 +361,12 @@ def register_train_reader(sub: Any) -> None:
 
 
 def cmd_train_reader(args: argparse.Namespace) -> int:
-    from service.evaluation.reader_training import (
-        SYNTHETIC_DIR,
+    from service.evaluation.reader_data import (
         SyntheticFileError,
-        TrainConfig,
         load_synthetic_file,
         synthetic_files,
-        train_reader,
     )
+    from service.evaluation.reader_training import train_reader
 
     progress = Progress(args.quiet)
     files = [Path(p) for p in args.synthetic] if args.synthetic else synthetic_files()

@@ -18,17 +18,19 @@ from conftest import make_settings
 from service.checksums import sha256_file
 from service.config import SettingsError
 from service.evaluation.dataset import Question, held_out, near_copies
-from service.evaluation.reader_training import (
+from service.evaluation.reader_data import (
     ReadingExample,
     SyntheticFileError,
     SyntheticPassage,
     SyntheticQuestion,
-    TrainConfig,
     load_synthetic_file,
-    reading_metrics,
-    score_examples,
     synthetic_examples,
     synthetic_files,
+)
+from service.evaluation.reader_training import (
+    TrainConfig,
+    reading_metrics,
+    score_examples,
     train,
 )
 from service.evaluation.runner import auroc
