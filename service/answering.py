@@ -41,7 +41,7 @@ import numpy as np
 from service.answer_types import AnswerType
 from service.chunking import Span
 from service.config import Settings
-from service.documents import Document
+from service.documents import Document, PageSpan
 from service.lexical import STOPWORDS, tokenize
 from service.reader import Reader, answerability
 from service.retrieval import Hit, SearchResult
@@ -80,6 +80,16 @@ class Citation:
     marker: int
     hit: Hit
     highlights: tuple[Span, ...]  # relative to the chunk text
+
+    @property
+    def pages(self) -> PageSpan | None:
+        """The pages of the quoted sentences (of the whole passage when none is quoted)."""
+        if not self.highlights:
+            return self.hit.pages
+        base = self.hit.chunk.start
+        first = min(s.start for s in self.highlights)
+        last = max(s.end for s in self.highlights)
+        return self.hit.document.page_span(base + first, base + last)
 
 
 @dataclass(frozen=True)

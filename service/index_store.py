@@ -454,6 +454,7 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         for line in (build / DOCUMENTS).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             record["authors"] = tuple(record.get("authors") or ())
+            record["pages"] = tuple(record.get("pages") or ())
             doc = Document(**record)
             documents[doc.id] = doc
         chunks = [

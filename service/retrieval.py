@@ -19,7 +19,7 @@ import numpy as np
 
 from service.chunking import Chunk
 from service.config import RetrievalMode, Settings
-from service.documents import Document
+from service.documents import Document, PageSpan
 from service.embedding import Embedder, Vectors
 from service.index_store import IndexData
 from service.lexical import tokenize
@@ -43,6 +43,11 @@ class Hit:
     chunk_index: int
     dense_score: float | None = None
     bm25_score: float | None = None
+
+    @property
+    def pages(self) -> PageSpan | None:
+        """The source pages of the passage (documents from PDFs); None for other formats."""
+        return self.document.page_span(self.chunk.start, self.chunk.end)
 
 
 @dataclass(frozen=True)

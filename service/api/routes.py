@@ -21,6 +21,7 @@ from service.api.schemas import (
     Health,
     Limits,
     Mode,
+    PageOffsets,
     PassageOut,
     Ready,
     SearchResponse,
@@ -150,6 +151,12 @@ async def get_document(document_id: str, engine: EngineDep) -> DocumentDetail:
         text=doc.text,
         reference=doc.reference,
         chunks=chunks,
+        pages=[
+            PageOffsets(page=n, start=start, end=end)
+            for n in range(1, len(doc.pages) + 1)
+            if (span := doc.page_range(n)) is not None
+            for start, end in (span,)
+        ],
     )
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from service.answering import Answer, AnswerStatus, Citation
 from service.api.errors import ErrorDetail, ErrorResponse
 from service.config import RetrievalMode
-from service.documents import Document
+from service.documents import Document, PageSpan
 from service.retrieval import Hit
 
 Mode = RetrievalMode  # the one list of modes, in service/config.py
@@ -92,10 +92,15 @@ class CitationFields(SourceFields):
     text: str
     start: int = Field(description="Offset of the passage in its document's text.")
     end: int
+    page_start: int | None = Field(
+        description="First page of the passage in its source PDF; null for other formats."
+    )
+    page_end: int | None = Field(description="Last page (the same as page_start for most).")
 
     @staticmethod
-    def fields_from_hit(hit: Hit) -> dict[str, Any]:
+    def fields_from_hit(hit: Hit, pages: PageSpan | None = None) -> dict[str, Any]:
         chunk = hit.chunk
+        pages = pages or hit.pages
         return {
             "chunk_id": chunk.id,
             "document_id": hit.document.id,
@@ -103,6 +108,8 @@ class CitationFields(SourceFields):
             "text": chunk.text,
             "start": chunk.start,
             "end": chunk.end,
+            "page_start": pages.first if pages else None,
+            "page_end": pages.last if pages else None,
             **SourceFields.of(hit.document),
         }
 
@@ -113,6 +120,8 @@ class Highlight(BaseModel):
 
 
 class CitationOut(CitationFields):
+    """A cited passage; its pages are those of the quoted sentences."""
+
     marker: int
     highlights: list[Highlight] = Field(
         description="Character ranges within `text` of the sentences quoted in the answer."
@@ -123,7 +132,7 @@ class CitationOut(CitationFields):
         return cls(
             marker=c.marker,
             highlights=[Highlight(start=s.start, end=s.end) for s in c.highlights],
-            **cls.fields_from_hit(c.hit),
+            **cls.fields_from_hit(c.hit, c.pages),
         )
 
 
@@ -232,10 +241,19 @@ class ChunkOffsets(BaseModel):
     end: int
 
 
+class PageOffsets(BaseModel):
+    page: int
+    start: int = Field(description="Offset of the page's first character in `text`.")
+    end: int
+
+
 class DocumentDetail(DocumentSummary):
     text: str
     reference: str | None
     chunks: list[ChunkOffsets]
+    pages: list[PageOffsets] = Field(
+        description="Where each page of a PDF starts and ends in `text`; empty for other formats."
+    )
 
 
 class DocumentList(BaseModel):

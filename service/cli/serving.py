@@ -86,7 +86,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     for hit in outcome.hits:
         doc = hit.document
-        print(f"{hit.rank}. [{hit.score:.4f}] {doc.title} ({doc.year}) - {hit.chunk.section}")
+        where = f", {pages.label}" if (pages := hit.pages) else ""
+        print(
+            f"{hit.rank}. [{hit.score:.4f}] {doc.title} ({doc.year}) - {hit.chunk.section}{where}"
+        )
         print(f"   {doc.study_type or 'study type unknown'}; {_short_ref(doc)}")
         print(_indent(hit.chunk.text, "   "))
         print()
@@ -129,7 +132,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print("\nReferences")
         for c in answer.citations:
             doc = c.hit.document
-            print(f"  [{c.marker}] {doc.title} ({doc.year}). {doc.study_type or ''}")
+            where = f", {pages.label}" if (pages := c.pages) else ""
+            print(f"  [{c.marker}] {doc.title} ({doc.year}){where}. {doc.study_type or ''}")
             print(f"      {_short_ref(doc)}")
     elif answer.status == "not_stated" and answer.passages:
         print("\nRelated reading (not an answer)")

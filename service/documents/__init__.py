@@ -18,7 +18,13 @@ files), ``boilerplate`` (splitting imported pages into articles, dropping repeat
 
 from service.documents.front_matter import split_front_matter
 from service.documents.loader import MAX_FILE_BYTES, SUPPORTED_SUFFIXES, load_corpus, read_text_file
-from service.documents.records import CorpusFileError, CorpusLoad, Document, LoadProblem
+from service.documents.records import (
+    CorpusFileError,
+    CorpusLoad,
+    Document,
+    LoadProblem,
+    PageSpan,
+)
 from service.documents.references import Reference, infer_study_type, parse_reference
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "CorpusLoad",
     "Document",
     "LoadProblem",
+    "PageSpan",
     "Reference",
     "infer_study_type",
     "load_corpus",

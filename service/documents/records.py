@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PageSpan:
+    """The first and last page of a passage (the same page for most)."""
+
+    first: int
+    last: int
+
+    @property
+    def label(self) -> str:
+        """The page label a reference list writes: p. 4, or pp. 4-5."""
+        return f"p. {self.first}" if self.first == self.last else f"pp. {self.first}-{self.last}"
 
 
 @dataclass(frozen=True)
@@ -24,6 +38,9 @@ class Document:
     source_title: str | None = None
     reference: str | None = None
     path: str = ""
+    #: Where each page of a paged source (a PDF) starts in ``text``: page n at ``pages[n - 1]``.
+    #: Empty for formats without pages.
+    pages: tuple[int, ...] = ()
 
     @property
     def content_hash(self) -> str:
@@ -34,7 +51,24 @@ class Document:
                       self.pmid, self.pmcid, self.url, self.study_type, self.source_title,
                       self.reference, self.path)
         )  # fmt: skip
+        if self.pages:  # only then, so documents without pages keep their hash
+            meta += "\x1f" + ",".join(map(str, self.pages))
         return hashlib.sha256(f"{meta}\x1e{self.text}".encode()).hexdigest()
+
+    def page_span(self, start: int, end: int) -> PageSpan | None:
+        """The pages that the text ``[start, end)`` comes from; None without pages."""
+        if not self.pages:
+            return None
+        first = max(1, bisect_right(self.pages, start))
+        last = max(first, bisect_right(self.pages, max(start, end - 1)))
+        return PageSpan(first, last)
+
+    def page_range(self, page: int) -> tuple[int, int] | None:
+        """Offsets of page ``page`` (1-based) in ``text``; None when there is no such page."""
+        if not 1 <= page <= len(self.pages):
+            return None
+        end = self.pages[page] if page < len(self.pages) else len(self.text)
+        return self.pages[page - 1], end
 
     @property
     def pubmed_url(self) -> str | None:

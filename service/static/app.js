@@ -130,10 +130,19 @@
     );
   }
 
+  /** "p. 4" or "pp. 4-5" for a passage of a PDF; null for other formats. */
+  function pageLabel(item) {
+    if (!Number.isInteger(item.page_start)) return null;
+    const last = Number.isInteger(item.page_end) ? item.page_end : item.page_start;
+    return last === item.page_start ? `p. ${item.page_start}` : `pp. ${item.page_start}-${last}`;
+  }
+
   function metaLine(item) {
     const bits = [];
     if (item.journal) bits.push(h("span", { class: "journal" }, item.journal));
     if (item.year) bits.push(h("span", { class: "year" }, String(item.year)));
+    const pages = pageLabel(item);
+    if (pages) bits.push(h("span", { class: "pages" }, pages));
     if (!bits.length) return null;
     const line = h("span", { class: "meta-line" });
     bits.forEach((bit, i) => {
@@ -626,7 +635,9 @@
             h("span", { class: "passage-title" }, p.title),
             p.year ? h("span", { class: "passage-year" }, ` (${p.year})`) : null,
           ),
-          p.section ? h("p", { class: "passage-section" }, p.section) : null,
+          p.section || pageLabel(p)
+            ? h("p", { class: "passage-section" }, [p.section, pageLabel(p)].filter(Boolean).join(", "))
+            : null,
           h("p", { class: "passage-body" }, p.text || ""),
           h(
             "div",
@@ -801,7 +812,18 @@
     const body = h("div", { class: "doc-body" });
     let titleDone = false;
     let titleNode = null;
+    const pages = Array.isArray(doc.pages) ? doc.pages : [];
+    let nextPage = 0;
     for (const block of parseBlocks(doc.text || "")) {
+      // A PDF's page breaks, before the first block on each page ("Page 4").
+      while (nextPage < pages.length && pages[nextPage].start <= block.start) {
+        if (titleDone) {
+          body.append(
+            h("p", { class: "page-marker", id: `page-${pages[nextPage].page}`, text: `Page ${pages[nextPage].page}` }),
+          );
+        }
+        nextPage += 1;
+      }
       if (block.type === "heading") {
         const level = titleDone ? Math.max(2, Math.min(block.level, 6)) : 1;
         const node = h(`h${level}`, { class: "doc-heading" }, highlighted(block.text, ranges, block.start));

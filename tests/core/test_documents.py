@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -431,3 +432,28 @@ def test_content_hash_covers_what_is_stored(curated: dict[str, Document]) -> Non
     assert replace(doc).content_hash == doc.content_hash
     for change in ({"text": doc.text + "x"}, {"doi": "10.1/other"}, {"reference": "Other"}):
         assert replace(doc, **change).content_hash != doc.content_hash  # type: ignore[arg-type]
+
+
+def test_page_spans_of_a_paged_document() -> None:
+    """Pages start at 0, 10 and 25 of a 40-character text; a passage knows its pages."""
+    doc = Document(id="p", title="P", text="x" * 40, pages=(0, 10, 25))
+    span = doc.page_span(2, 8)
+    assert span is not None and (span.first, span.last, span.label) == (1, 1, "p. 1")
+    span = doc.page_span(8, 12)
+    assert span is not None and (span.first, span.last, span.label) == (1, 2, "pp. 1-2")
+    span = doc.page_span(10, 25)  # ends right before page 3 starts
+    assert span is not None and (span.first, span.last) == (2, 2)
+    span = doc.page_span(30, 40)
+    assert span is not None and (span.first, span.last) == (3, 3)
+    assert [doc.page_range(n) for n in (0, 1, 2, 3, 4)] == [None, (0, 10), (10, 25), (25, 40), None]
+
+
+def test_documents_without_pages_have_none_and_keep_their_hash() -> None:
+    doc = Document(id="p", title="P", text="Some text.")
+    assert doc.page_span(0, 5) is None and doc.page_range(1) is None
+    paged = Document(id="p", title="P", text="Some text.", pages=(0,))
+    assert paged.content_hash != doc.content_hash  # the pages are part of what is indexed
+    # Without pages the hash is what it was before pages existed: no rebuild on upgrade.
+    fields = ("p", "P", (), None, None, None, None, None, None, None, None, None, "")
+    meta = "\x1f".join(str(v) for v in fields)
+    assert doc.content_hash == hashlib.sha256(f"{meta}\x1eSome text.".encode()).hexdigest()
