@@ -2,8 +2,9 @@
 
 :class:`ServerProcess` runs ``python -m service serve`` (or another command that serves the
 app) as a child process on 127.0.0.1 and a free port, waits for ``/readyz`` to answer 200 and
-stops it. Nothing here imports pytest: a server that does not start raises
-:class:`ServerError`, with the end of its log.
+stops it; :func:`thread_server` runs an app with uvicorn in a thread of this process. Nothing
+here imports pytest: a server that does not start raises :class:`ServerError`, with the end of
+its log.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -190,3 +192,31 @@ class ServerProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+# -- a thread ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def thread_server(app: Any, timeout_s: float = 30.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a thread on a free port; yield its base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((HOST, 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host=HOST, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise ServerError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
