@@ -1,4 +1,5 @@
-"""Shared fixtures, and the test servers: ``serving`` (a thread) and ``server_process``.
+"""Shared fixtures, and the test servers: ``serving`` (a thread) and ``server_process``, thin
+wrappers over the one server harness (service/evaluation/bench/harness.py).
 
 Most tests use the deterministic hashing embedder (``QA_MODEL=hash``) on small corpora in a
 temporary folder. Tests marked ``model`` use the real bundled all-MiniLM-L6-v2 on the real
@@ -9,21 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
 from service.config import Settings, load_settings
+from service.evaluation.bench.harness import ServerError, ServerProcess, thread_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"
@@ -123,80 +120,60 @@ def tiny_settings(tmp_path: Path) -> Settings:
     return settings
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@contextmanager
+def running(server: ServerProcess) -> Iterator[ServerProcess]:
+    """Start ``server`` (the test fails with its log tail if it does not get ready); stop it
+    afterwards."""
+    try:
+        try:
+            server.start()
+        except ServerError as exc:
+            pytest.fail(f"{exc}\n{exc.log}")
+        yield server
+    finally:
+        server.stop()
 
 
 @contextmanager
 def server_process(workdir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``python -m service serve`` on a free loopback port; yields (base URL, process)."""
-    port = free_port()
-    log = (workdir / "server.log").open("wb")
     settings = {
         "QA_MODEL": "hash",
         "QA_CORPUS_DIR": str(workdir / "corpus"),
         "QA_INDEX_DIR": str(workdir / "index"),
     }
     clean = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir,
+    server = ServerProcess(
+        workdir / "server.log",
         env={**clean, **settings, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        timeout_s=90,
+        poll_s=0.1,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}): {server_log_tail(workdir)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in time: {server_log_tail(workdir)}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running(server):
+        yield server.url, server.process
 
 
-def server_log_tail(workdir: Path) -> str:
-    return (workdir / "server.log").read_text(errors="replace")[-3000:]
+serving = thread_server  # ``with serving(app) as url``: uvicorn in a thread on a free port
 
 
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a thread on a free port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
+def wait_for_marker(
+    marker: Path,
+    proc: subprocess.Popen[bytes],
+    what: str,
+    timeout_s: float = 60,
+    log: Path | None = None,
+) -> None:
+    """Wait until the child ``proc`` touches ``marker`` at its slow stage; fail if it ends
+    first (with its stderr, or the end of ``log``) or never gets there."""
+    deadline = time.monotonic() + timeout_s
+    while not marker.exists():
+        if proc.poll() is not None:
+            if log is not None:
+                err = log.read_text(errors="replace")
+            else:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+            pytest.fail(f"{what} ended before its slow stage ({proc.returncode}): {err[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} never reached its slow stage")
         time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()

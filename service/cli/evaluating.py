@@ -211,7 +211,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         report = run_benchmark(settings, config, progress.say)
     except BenchError as exc:
         raise CliError(str(exc)) from None
-    print(json.dumps(report, indent=2) if args.json else format_markdown(report))
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_markdown(report))
     if not args.no_write:
         for path in write_outputs(report, Path(args.out)):
             progress.say(f"wrote {path}")

@@ -8,13 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, make_settings
+from conftest import CORPUS, make_settings, wait_for_marker
 
 from service.chunking import chunk_document
 from service.config import Settings
@@ -479,14 +478,7 @@ def _kill_build_midway(settings: Settings, stage: str) -> None:
         stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            if proc.poll() is not None:
-                _, err = proc.communicate()
-                pytest.fail(f"slow build ended early ({proc.returncode}): {err.decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("slow build never reached its slow stage")
-            time.sleep(0.02)
+        wait_for_marker(marker, proc, "the slow build", timeout_s=30)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()

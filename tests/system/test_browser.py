@@ -14,9 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import running
 
 from service.config import Settings
+from service.evaluation.bench.harness import ServerProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -76,14 +74,6 @@ PHONE: ViewportSize = {"width": 360, "height": 740}
 REPLIES = "#conversation > li.msg-assistant:not(.is-pending)"
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, real_settings: Settings, real_engine: object
@@ -101,34 +91,11 @@ def server(
         QA_INDEX_DIR=str(real_settings.index_dir),
         PYTHONUNBUFFERED="1",
     )
-    port = free_port()
-    base = f"http://127.0.0.1:{port}/"
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(base + "readyz"):
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{log_path.read_text()}")
-            if time.monotonic() > deadline:
-                tail = log_path.read_text()[-4000:]
-                pytest.fail(f"the server was not ready in {READY_TIMEOUT_S:.0f} s:\n{tail}")
-            time.sleep(0.25)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    server = ServerProcess(
+        tmp / "server.log", env=env, cwd=ROOT, timeout_s=READY_TIMEOUT_S, poll_s=0.25
+    )
+    with running(server):
+        yield server.url + "/"
 
 
 @dataclass

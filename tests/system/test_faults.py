@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CORPUS, free_port, make_settings, serving
+from conftest import CORPUS, make_settings, running, serving, wait_for_marker
 from fastapi.testclient import TestClient
 
 from service import index_store
@@ -36,6 +36,7 @@ from service.api.app import create_app
 from service.config import Settings
 from service.embedding import HashEmbedder
 from service.engine import Engine
+from service.evaluation.bench.harness import ServerProcess, free_port
 from service.index_store import MANIFEST, POINTER, VECTORS, current_build, load_index
 from service.ingest import build_index
 
@@ -482,17 +483,6 @@ KILL_STAGES = [
 ]
 
 
-def _wait_for(marker: Path, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            pytest.fail(f"{what} ended before its slow stage ({proc.returncode}): {err[-2000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} never reached its slow stage")
-        time.sleep(0.02)
-
-
 def _ingest(settings: Settings) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service", "ingest", "--force", "--corpus-dir",
@@ -512,7 +502,7 @@ def test_ingest_killed_midway_then_start_and_ingest_again(built: Settings, stage
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_for(marker, proc, "the ingest")
+        wait_for_marker(marker, proc, "the ingest")
     finally:
         proc.kill()
         proc.wait()
@@ -567,10 +557,12 @@ def test_server_killed_during_reindex_restarts_on_the_last_good_index(built: Set
     old = load_index(built.index_dir)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_SERVER, str(built.corpus_dir), str(built.index_dir),
-         str(port), TOKEN],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    server = ServerProcess(
+        built.index_dir.parent / "server.log",
+        command=[sys.executable, "-c", SLOW_SERVER, str(built.corpus_dir),
+                 str(built.index_dir), str(port), TOKEN],
+        port=port,
+        timeout_s=60,
     )  # fmt: skip
     outcome: dict[str, Any] = {}
 
@@ -583,21 +575,14 @@ def test_server_killed_during_reindex_restarts_on_the_last_good_index(built: Set
     worker = threading.Thread(target=reindex)
     marker = built.index_dir.parent / "slow-stage-reached"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        assert not marker.exists()  # the index was up to date: nothing built at start
-        (built.corpus_dir / "new-study.md").write_text(NEW_DOC)
-        worker.start()
-        _wait_for(marker, proc, "the server")
+        with running(server):
+            assert not marker.exists()  # the index was up to date: nothing built at start
+            (built.corpus_dir / "new-study.md").write_text(NEW_DOC)
+            worker.start()
+            wait_for_marker(marker, server.process, "the server", log=server.log_path)
+            server.process.kill()  # mid-re-index, before the pointer is swapped
+            server.process.wait()
     finally:
-        proc.kill()
-        proc.wait()
         if worker.is_alive() or outcome:
             worker.join(timeout=30)
     assert "error" in outcome  # the connection died with the server

@@ -27,8 +27,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CORPUS, free_port, server_process
+from conftest import CORPUS, server_process
 
+from service.evaluation.bench.harness import free_port
 from service.evaluation.soak import rss_bytes
 
 ADMIN_TOKEN = "load-test-admin-token-0123456789"
