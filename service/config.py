@@ -35,7 +35,23 @@ class Settings(BaseSettings):
 
     # -- where things live ------------------------------------------------------------------
     corpus_dir: Path = Field(
-        Path("corpus"), description="Folder of source documents (.md, .txt, .html) to index."
+        Path("corpus"),
+        description="Folder of source documents (.md, .txt, .html, .pdf) to index.",
+    )
+    max_file_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description=(
+            "Largest corpus file read, and largest upload accepted by POST "
+            "/api/admin/documents, in bytes; larger files are skipped with a message."
+        ),
+    )
+    max_pdf_pages: int = Field(
+        300,
+        ge=1,
+        le=10_000,
+        description="PDFs with more pages are skipped with a message (no part is indexed).",
     )
     index_dir: Path = Field(
         Path("index"), description="Folder holding the built index (FAISS, BM25, chunk records)."

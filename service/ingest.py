@@ -19,7 +19,7 @@ import numpy as np
 
 from service.chunking import Chunk, chunk_document
 from service.config import Settings
-from service.documents import Document, LoadProblem, load_corpus
+from service.documents import CorpusLoad, Document, LoadProblem, load_corpus
 from service.embedding import Embedder, Vectors
 from service.index_store import (
     FORMAT_VERSION,
@@ -61,6 +61,19 @@ def _faiss_index(vectors: Vectors, settings: Settings) -> tuple[Any, str]:
     if len(vectors):
         index.add(vectors)
     return index, kind
+
+
+PDF_CACHE = "extracted"  # in the index folder: what each PDF gave (service.documents.pdf_source)
+
+
+def read_corpus(settings: Settings) -> CorpusLoad:
+    """The corpus folder, read with the settings' limits and the index folder's PDF cache."""
+    return load_corpus(
+        settings.corpus_dir,
+        max_file_bytes=settings.max_file_bytes,
+        max_pdf_pages=settings.max_pdf_pages,
+        pdf_cache=settings.index_dir / PDF_CACHE,
+    )
 
 
 def _previous_vectors(index_dir: Path) -> dict[str, np.ndarray[Any, Any]]:
@@ -142,7 +155,7 @@ def build_index(
 
     started = time.perf_counter()
     if documents is None:
-        loaded = load_corpus(settings.corpus_dir)
+        loaded = read_corpus(settings)
         documents, problems = loaded.documents, loaded.problems
     if not documents:
         raise CorpusEmptyError(
@@ -247,7 +260,7 @@ def _ensure(
     progress: ProgressFn | None,
     serve_stale: bool,
 ) -> EnsureResult:
-    loaded = load_corpus(settings.corpus_dir) if settings.corpus_dir.is_dir() else None
+    loaded = read_corpus(settings) if settings.corpus_dir.is_dir() else None
     reason: str | None = "rebuild requested" if force else None
     data: IndexData | None = None
     stale: IndexData | None = None
@@ -331,7 +344,7 @@ def rebuild_index(
             f"corpus folder {settings.corpus_dir}/ does not exist; create it and add documents "
             "or set QA_CORPUS_DIR"
         )
-    loaded = load_corpus(settings.corpus_dir)
+    loaded = read_corpus(settings)
     try:
         with build_lock(settings.index_dir, progress):
             report = build_index(

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from service.config import Settings
 from service.documents import LoadProblem
@@ -28,6 +29,16 @@ log = logging.getLogger("service.reindexing")
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class CorpusChange(Protocol):
+    """Files added to or removed from the corpus folder (:mod:`service.corpus_files`)."""
+
+    def apply(self) -> None: ...
+
+    def undo(self) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class ReindexBusy(RuntimeError):
@@ -70,10 +81,13 @@ class Reindexer:
         self.stage, self.done, self.total = stage, done, total
 
     def run(
-        self, settings: Settings, engine: Engine | None
+        self, settings: Settings, engine: Engine | None, change: CorpusChange | None = None
     ) -> tuple[ReindexOutcome, Engine | None]:
         """Rebuild and serve the new index; returns the outcome and the engine now serving
-        (``engine`` itself, or a new one when there was none). Raises :class:`ReindexBusy`."""
+        (``engine`` itself, or a new one when there was none). Raises :class:`ReindexBusy`.
+
+        ``change`` (files added to or removed from the corpus folder) is applied first, while
+        no other re-index can start, and undone if the rebuild fails."""
         if not self.lock.acquire(blocking=False):
             raise ReindexBusy(self.started_at)
         started_at = now()
@@ -83,6 +97,8 @@ class Reindexer:
             self.started_at, self.stage, self.done, self.total = started_at, None, 0, 0
             log.info("re-index started")
             try:
+                if change is not None:
+                    change.apply()
                 if engine is not None:
                     report = engine.reindex(progress=self.progress)
                 else:  # nothing was loaded at start-up: build from scratch and start serving
@@ -90,6 +106,8 @@ class Reindexer:
                     report, data = rebuild_index(settings, embedder, progress=self.progress)
                     engine = Engine(settings, embedder, data)
             except Exception as exc:
+                if change is not None:
+                    change.undo()
                 if isinstance(exc, ReindexError):
                     message, problems = str(exc), exc.problems
                 else:
@@ -105,6 +123,8 @@ class Reindexer:
                     problems=problems,
                 )
             else:
+                if change is not None:
+                    change.finish()
                 m = report.manifest
                 log.info(
                     "re-index done: %s documents, %s chunks, %s problems, %.1f s",

@@ -30,9 +30,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile as StarletteUpload
 
-from service.api.schemas import ErrorResponse
+from service.api.schemas import DocumentSummary, ErrorResponse
 from service.api.state import AppState, app_state
+from service.corpus_files import AddFiles, CorpusChangeError, RemoveFiles, check_upload, removal_for
 from service.documents import LoadProblem
 from service.engine import Engine
 from service.index_store import IndexData
@@ -204,18 +206,9 @@ async def reindex(state: StateDep, running: ReindexDep) -> ReindexResult | JSONR
             headers={"Retry-After": "2"},
         )
     try:
-        outcome, engine = await run_in_threadpool(running.run, state.settings, state.engine)
-    except ReindexBusy as busy:
-        raise HTTPException(
-            status_code=409,
-            detail=f"{busy}; wait for it to finish (GET /api/admin/status)",
-        ) from None
-    if engine is not None and state.engine is None:
-        state.engine, state.load_error = engine, None
-    shaped = _shape(outcome, state.engine)
-    if isinstance(shaped, ReindexFailure):
-        return JSONResponse(shaped.model_dump(mode="json"), status_code=500)
-    return shaped
+        return await _changed(state, running, None)
+    except _Failed as failed:
+        return JSONResponse(failed.failure.model_dump(mode="json"), status_code=500)
 
 
 def _shape(outcome: ReindexOutcome, engine: Engine | None) -> ReindexResult | ReindexFailure:
@@ -264,3 +257,203 @@ async def status(state: StateDep, running: ReindexDep) -> AdminStatus:
         running=current,
         last_reindex=last,
     )
+
+
+# -- documents: upload and delete --------------------------------------------------------------
+
+
+class AddedDocument(DocumentSummary):
+    path: str = Field(description="Where it is stored, relative to the corpus folder.")
+    page_count: int = Field(description="Pages of a PDF; 0 for other formats.")
+
+
+class DocumentsAdded(BaseModel):
+    status: Literal["ok"] = "ok"
+    documents: list[AddedDocument] = Field(description="The documents the file gave.")
+    reindex: ReindexResult = Field(description="The re-index that put them in service.")
+
+
+class DocumentRemoved(BaseModel):
+    status: Literal["ok"] = "ok"
+    removed: str = Field(description="The id of the document taken out.")
+    files: list[str] = Field(description="Files removed from the corpus folder.")
+    reindex: ReindexResult
+
+
+_REFUSED_STATUS = {
+    "unsupported": 415,
+    "too_large": 413,
+    "unreadable": 422,
+    "duplicate": 409,
+    "not_found": 404,
+    "shared": 409,
+}
+
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ADMIN_ERRORS,
+    409: {"model": ErrorResponse, "description": "A duplicate, or a re-index is running."},
+    500: {"model": ReindexFailure, "description": "The rebuild failed; nothing changed."},
+    503: {"model": ErrorResponse, "description": "The index is still loading."},
+}
+
+
+async def _upload_form(request: Request) -> tuple[StarletteUpload, StarletteUpload | None]:
+    """The ``file`` (and optional ``metadata``) parts of a multipart upload; 400 otherwise."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(
+            status_code=415,
+            detail="send the document as multipart/form-data with a 'file' part",
+        )
+    try:
+        form = await request.form(max_files=2, max_fields=4)
+    except Exception as exc:  # the multipart parser's errors (no boundary, bad framing)
+        raise HTTPException(status_code=400, detail=f"malformed multipart body: {exc}") from None
+    file, metadata = form.get("file"), form.get("metadata")
+    if not isinstance(file, StarletteUpload):
+        raise HTTPException(status_code=422, detail="the form has no 'file' part with a file")
+    if metadata is not None and not isinstance(metadata, StarletteUpload):
+        raise HTTPException(status_code=422, detail="'metadata' must be a file part")
+    return file, metadata
+
+
+async def _read_limited(upload: StarletteUpload, limit: int) -> bytes:
+    """The upload's bytes; 413 as soon as it passes ``limit`` (nothing more is read)."""
+    data = bytearray()
+    while chunk := await upload.read(1 << 20):
+        data += chunk
+        if len(data) > limit:
+            raise HTTPException(
+                status_code=413,
+                detail=f"the file is larger than the limit of {limit:,} bytes (QA_MAX_FILE_BYTES)",
+            )
+    return bytes(data)
+
+
+async def _changed(
+    state: AppState, running: Reindexer, change: AddFiles | RemoveFiles | None
+) -> ReindexResult:
+    """Apply ``change`` (if any) and re-index; 409 when a re-index is already running,
+    :class:`_Failed` when the rebuild fails (the change undone, the index unchanged)."""
+    try:
+        outcome, engine = await run_in_threadpool(running.run, state.settings, state.engine, change)
+    except ReindexBusy as busy:
+        raise HTTPException(
+            status_code=409, detail=f"{busy}; wait for it to finish (GET /api/admin/status)"
+        ) from None
+    if engine is not None and state.engine is None:
+        state.engine, state.load_error = engine, None
+    shaped = _shape(outcome, state.engine)
+    if isinstance(shaped, ReindexFailure):
+        raise _Failed(shaped)
+    return shaped
+
+
+class _Failed(Exception):
+    def __init__(self, failure: ReindexFailure) -> None:
+        self.failure = failure
+
+
+def _ready(state: AppState) -> Engine:
+    if state.engine is None:
+        raise HTTPException(
+            status_code=503,
+            detail="the index is still loading; try again in a few seconds",
+            headers={"Retry-After": "2"},
+        )
+    return state.engine
+
+
+@admin_router.post(
+    "/documents",
+    response_model=DocumentsAdded,
+    status_code=201,
+    responses={
+        **CHANGE_ERRORS,
+        413: {"model": ErrorResponse, "description": "The file is over QA_MAX_FILE_BYTES."},
+        415: {"model": ErrorResponse, "description": "Not a .pdf, .md, .txt or .html file."},
+        422: {"model": ErrorResponse, "description": "The file cannot be read (the reason)."},
+    },
+    # The form is read in the handler, after the token check: a request without the token is
+    # refused (401) before any of its body is parsed. Its shape, for the OpenAPI schema:
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "A .pdf, .md, .txt or .html document.",
+                            },
+                            "metadata": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "For a PDF: its citation as YAML (title, "
+                                "authors, year, doi, ...).",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def add_document(
+    request: Request, state: StateDep, running: ReindexDep
+) -> DocumentsAdded | JSONResponse:
+    """Add a document to the corpus and re-index; questions are answered meanwhile."""
+    engine = _ready(state)
+    settings = state.settings
+    file, metadata = await _upload_form(request)
+    data = await _read_limited(file, settings.max_file_bytes)
+    sidecar = await _read_limited(metadata, 65_536) if metadata is not None else None
+    existing = list(engine.data.documents.values())
+    try:
+        upload = await run_in_threadpool(
+            check_upload, settings, file.filename or "", data, existing, sidecar
+        )
+    except CorpusChangeError as exc:
+        raise HTTPException(status_code=_REFUSED_STATUS[exc.kind], detail=str(exc)) from None
+    try:
+        result = await _changed(state, running, AddFiles(settings.corpus_dir, [upload]))
+    except _Failed as failed:
+        return JSONResponse(failed.failure.model_dump(mode="json"), status_code=500)
+    data_now = _ready(state).data
+    counts: dict[str, int] = {}
+    for chunk in data_now.chunks:
+        counts[chunk.document_id] = counts.get(chunk.document_id, 0) + 1
+    added = [
+        AddedDocument(
+            path=doc.path,
+            page_count=len(doc.pages),
+            **DocumentSummary.of_document(doc, counts.get(doc.id, 0)).model_dump(),
+        )
+        for doc in data_now.documents.values()
+        if doc.path == upload.name
+    ]
+    return DocumentsAdded(documents=added, reindex=result)
+
+
+@admin_router.delete(
+    "/documents/{document_id}",
+    response_model=DocumentRemoved,
+    responses={**CHANGE_ERRORS, 404: {"model": ErrorResponse, "description": "No such id."}},
+)
+async def remove_document(
+    document_id: str, state: StateDep, running: ReindexDep
+) -> DocumentRemoved | JSONResponse:
+    """Take a document (its file and metadata file) out of the corpus and re-index."""
+    engine = _ready(state)
+    try:
+        removal = removal_for(state.settings, document_id, list(engine.data.documents.values()))
+    except CorpusChangeError as exc:
+        raise HTTPException(status_code=_REFUSED_STATUS[exc.kind], detail=str(exc)) from None
+    try:
+        result = await _changed(state, running, removal)
+    except _Failed as failed:
+        return JSONResponse(failed.failure.model_dump(mode="json"), status_code=500)
+    return DocumentRemoved(removed=document_id, files=list(removal.names), reindex=result)

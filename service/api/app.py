@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
-from service.api.admin_routes import admin_disabled_router, admin_router
+from service.api.admin_routes import ADMIN_PREFIX, admin_disabled_router, admin_router
 from service.api.errors import (
     error_schema_name,
     install_handlers,
@@ -60,25 +60,28 @@ DOCS_CSP = (
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies above ``limit`` bytes with 413 before anything parses them."""
+    """Refuse request bodies above ``limit`` bytes with 413 before anything parses them;
+    ``larger`` names the paths allowed more (uploads)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
-        self.limit = limit
+        self.default = limit
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.default)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
-                too_big = int(declared) > self.limit
+                too_big = int(declared) > limit
             except ValueError:
                 too_big = False
             if too_big:
-                await self._refuse(scope, send)
+                await self._refuse(scope, send, limit)
                 return
         received = 0
         started = False
@@ -89,10 +92,10 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     # An HTTPException passes through FastAPI's body parsing unchanged (any
                     # other error becomes a 400), so the handlers answer 413 in the right shape.
-                    raise _BodyTooLarge(self.limit, path)
+                    raise _BodyTooLarge(limit, path)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -106,10 +109,10 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if started:  # pragma: no cover - the body is read before anything is sent
                 raise
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, limit)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        response = too_large(scope.get("path", ""), self.limit)
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
+        response = too_large(scope.get("path", ""), limit)
         await response({"type": "http"}, _empty_receive, send)
 
 
@@ -246,7 +249,13 @@ def create_app(
     # Each add_middleware wraps the ones added before it, so the order from the outside in is:
     # security headers (on every response, 500s included) -> CORS (when origins are set) ->
     # rate limit (before any body is read) -> body limit -> routes.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # An upload carries a file (up to QA_MAX_FILE_BYTES) and its metadata in a multipart form.
+    upload_limit = settings.max_file_bytes + 2 * settings.max_body_bytes
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        larger={ADMIN_PREFIX + "/documents": upload_limit},
+    )
     if settings.rate_limit_per_minute > 0:
         app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute)
     if settings.cors_origins:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from service import __version__
-from service.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError
+from service.cli.common import EXIT_FAILURE, EXIT_USAGE, CliError, settings_for
 from service.config import SettingsError
 
 __all__ = ["build_parser", "main"]
@@ -36,10 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "k", None) is not None and not 1 <= args.k <= 20:
-        print("error: --k must be between 1 and 20", file=sys.stderr)
-        return EXIT_USAGE
     try:
+        if getattr(args, "k", None) is not None:
+            most = settings_for(args).max_top_k
+            if not 1 <= args.k <= most:
+                print(f"error: --k must be between 1 and {most} (QA_MAX_TOP_K)", file=sys.stderr)
+                return EXIT_USAGE
         result: int = args.func(args)
         return result
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Commands that build the index and answer: ``ingest``, ``search``, ``ask``, ``serve``."""
+"""Commands that build the index and answer: ``ingest``, ``add``, ``search``, ``ask``, ``serve``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ def register(sub: Any) -> None:
     add_common_options(p)
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("add", help="add documents (.pdf, .md, .txt, .html) and update the index")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--metadata",
+        metavar="YML",
+        help="for a single PDF: its citation as YAML (title, authors, year, doi, ...)",
+    )
+    add_common_options(p)
+    p.set_defaults(func=cmd_add)
 
     for name, func, help_text in (
         ("search", cmd_search, "print ranked passages with citations"),
@@ -69,6 +79,66 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         report_build(ensured.build, ensured.reason, progress)
     progress.say(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    """Check each file as an upload is checked, store them, and bring the index up to date;
+    if the build fails, the files are taken out again."""
+    from pathlib import Path
+
+    from service.corpus_files import AddFiles, CorpusChangeError, Upload, check_upload
+    from service.embedding import load_embedder
+    from service.index_store import IndexStoreError
+    from service.ingest import ensure_index, read_corpus
+
+    progress = Progress(args.quiet)
+    settings = settings_for(args)
+    settings.corpus_dir.mkdir(parents=True, exist_ok=True)
+    if args.metadata and len(args.files) != 1:
+        raise CliError("--metadata goes with a single PDF")
+    existing = read_corpus(settings).documents
+    uploads: list[Upload] = []
+    for name in args.files:
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+            sidecar = Path(args.metadata).read_bytes() if args.metadata else None
+        except OSError as exc:
+            raise CliError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        try:
+            upload = check_upload(
+                settings, path.name, data, [*existing, *(d for u in uploads for d in u.documents)],
+                sidecar,
+            )  # fmt: skip
+        except CorpusChangeError as exc:
+            raise CliError(f"{path}: {exc}; nothing was added") from None
+        uploads.append(upload)
+    change = AddFiles(settings.corpus_dir, uploads)
+    change.apply()
+    progress.say(f"loading model '{settings.model}' ...")
+    try:
+        ensured = ensure_index(settings, load_embedder(settings), progress=progress)
+    except (IndexStoreError, OSError) as exc:
+        change.undo()
+        raise CliError(f"the index could not be built ({exc}); nothing was added") from None
+    except BaseException:
+        change.undo()
+        raise
+    if ensured.build is not None:
+        report_build(ensured.build, ensured.reason, progress)
+    counts: dict[str, int] = {}
+    for chunk in ensured.data.chunks:
+        counts[chunk.document_id] = counts.get(chunk.document_id, 0) + 1
+    for upload in uploads:
+        for doc in ensured.data.documents.values():
+            if doc.path == upload.name:
+                pages = f", {len(doc.pages)} pages" if doc.pages else ""
+                print(
+                    f"added {doc.id}: {doc.title} ({doc.year or 'no year'}) -> "
+                    f"{settings.corpus_dir}/{doc.path}; {counts.get(doc.id, 0)} chunks{pages}"
+                )
+    progress.say("a running server serves them after POST /api/admin/reindex or a restart")
     return 0
 
 

@@ -14,6 +14,9 @@ from service.documents.markdown_text import blocks_from_markdown
 from service.documents.records import CorpusFileError, Document
 from service.documents.references import is_reference, parse_reference
 
+#: A PDF's metadata file, with the fields of :class:`FrontMatter`: paper.pdf + paper.yml.
+SIDECAR_SUFFIXES = (".yml", ".yaml")
+
 
 class FrontMatter(BaseModel):
     """Metadata a curated Markdown file may declare in YAML front matter."""

@@ -8,21 +8,28 @@ from pathlib import Path
 
 from service.documents.blocks import normalize_text, slug
 from service.documents.boilerplate import RawArticle, import_articles, split_articles
-from service.documents.front_matter import curated_document, split_front_matter
+from service.documents.front_matter import SIDECAR_SUFFIXES, curated_document, split_front_matter
 from service.documents.html_text import blocks_from_html
 from service.documents.markdown_text import MD_HEADING, blocks_from_markdown
 from service.documents.plain_text import blocks_from_plain
 from service.documents.records import CorpusFileError, CorpusLoad, Document, LoadProblem
 
-SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
-MAX_FILE_BYTES = 20 * 1024 * 1024
+SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf")
+MAX_FILE_BYTES = 20 * 1024 * 1024  # QA_MAX_FILE_BYTES' default
+MAX_PDF_PAGES = 300  # QA_MAX_PDF_PAGES' default
 
 
-def read_text_file(path: Path) -> str:
-    """Read a corpus file as UTF-8 text, or raise CorpusFileError saying what is wrong."""
+def check_size(path: Path, max_bytes: int = MAX_FILE_BYTES) -> None:
     size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise CorpusFileError(f"file is too large ({size:,} bytes; limit {MAX_FILE_BYTES:,})")
+    if size > max_bytes:
+        raise CorpusFileError(
+            f"file is too large ({size:,} bytes; limit {max_bytes:,}, QA_MAX_FILE_BYTES)"
+        )
+
+
+def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """Read a corpus file as UTF-8 text, or raise CorpusFileError saying what is wrong."""
+    check_size(path, max_bytes)
     raw = path.read_bytes()
     if not raw.strip():
         raise CorpusFileError("empty file")
@@ -40,8 +47,17 @@ def read_text_file(path: Path) -> str:
     return text
 
 
-def load_corpus(corpus_dir: Path) -> CorpusLoad:
-    """Load every supported file under ``corpus_dir`` (sorted by path), skipping bad ones."""
+def load_corpus(
+    corpus_dir: Path,
+    *,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    max_pdf_pages: int = MAX_PDF_PAGES,
+    pdf_cache: Path | None = None,
+) -> CorpusLoad:
+    """Load every supported file under ``corpus_dir`` (sorted by path), skipping bad ones.
+
+    ``pdf_cache``: a folder where what each PDF gave is kept, so an unchanged one is read once.
+    """
     result = CorpusLoad()
     if not corpus_dir.is_dir():
         raise FileNotFoundError(f"corpus folder {corpus_dir} does not exist")
@@ -52,6 +68,12 @@ def load_corpus(corpus_dir: Path) -> CorpusLoad:
         rel = path.relative_to(corpus_dir).as_posix()
         if any(part.startswith(".") for part in path.relative_to(corpus_dir).parts):
             continue
+        if path.suffix.lower() in SIDECAR_SUFFIXES:
+            if not path.with_suffix(".pdf").is_file():
+                result.problems.append(
+                    LoadProblem(rel, f"metadata file without a PDF beside it ({path.stem}.pdf)")
+                )
+            continue  # read with its PDF
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             if path.name.lower() not in {"readme", "license"}:
                 result.problems.append(
@@ -59,7 +81,21 @@ def load_corpus(corpus_dir: Path) -> CorpusLoad:
                 )
             continue
         try:
-            text = read_text_file(path)
+            if path.suffix.lower() == ".pdf":
+                check_size(path, max_file_bytes)
+                try:
+                    from service.documents.pdf_source import pdf_document  # pdfplumber: here
+
+                    doc = pdf_document(path, rel, max_pages=max_pdf_pages, cache_dir=pdf_cache)
+                except (CorpusFileError, OSError):
+                    raise
+                except Exception as exc:  # the extractor's own failure: this file only
+                    raise CorpusFileError(
+                        f"not a readable PDF ({type(exc).__name__}: {exc})"[:300]
+                    ) from None
+                curated.append(doc)
+                continue
+            text = read_text_file(path, max_file_bytes)
             if path.suffix.lower() in (".md", ".markdown"):
                 meta, body = split_front_matter(normalize_text(text))
                 if meta is not None:

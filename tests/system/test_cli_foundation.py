@@ -281,7 +281,7 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path, folders: tuple[Pa
     assert settings.returncode == 2
     assert_one_line_error(settings, r"invalid settings: QA_CHUNK_MAX_TOKENS")
     assert k.returncode == 2
-    assert_one_line_error(k, r"--k must be between 1 and 20")
+    assert_one_line_error(k, r"--k must be between 1 and 20 \(QA_MAX_TOP_K\)")
     assert not index.exists()  # nothing was built by any of them
 
 
@@ -295,3 +295,12 @@ def test_read_only_index_dir(tmp_path: Path, folders: tuple[Path, Path]) -> None
     finally:
         index.chmod(0o700)
     assert_one_line_error(result, r"cannot write to .*index/ \(Permission denied\)")
+
+
+def test_k_is_bounded_by_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--k`` is checked against QA_MAX_TOP_K, not a copy of its default."""
+    from service.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setenv("QA_MAX_TOP_K", "3")
+    assert main(["search", "knee", "--k", "4", "--corpus-dir", str(tmp_path / "none")]) == 2

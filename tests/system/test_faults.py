@@ -76,7 +76,9 @@ def builds(settings: Settings) -> list[str]:
 
 
 def leftovers(settings: Settings) -> list[str]:
-    return sorted(p.name for p in settings.index_dir.iterdir() if p.name.startswith("."))
+    """Hidden files a build left behind (the build lock stays: it is not a leftover)."""
+    hidden = (p.name for p in settings.index_dir.iterdir() if p.name.startswith("."))
+    return sorted(name for name in hidden if name != index_store.LOCK)
 
 
 # -- damaged or mismatched index at start-up ---------------------------------------------------
@@ -278,7 +280,8 @@ def test_reindex_reports_bad_corpus_files_and_indexes_the_rest(
     with (corpus / "huge.txt").open("wb") as fh:
         fh.truncate(21 * 1024 * 1024)  # sparse: 21 MB, over the 20 MB limit
     (corpus / "copy.md").write_text((corpus / "zhang-2023.md").read_text())  # same id
-    (corpus / "slides.pdf").write_bytes(b"%PDF-1.4")
+    (corpus / "slides.pptx").write_bytes(b"PK\x03\x04")
+    (corpus / "truncated.pdf").write_bytes(b"%PDF-1.4")
     (corpus / "new-study.md").write_text(NEW_DOC)
     response = served.post("/api/admin/reindex", headers=ADMIN)
     assert response.status_code == 200, response.text
@@ -289,8 +292,9 @@ def test_reindex_reports_bad_corpus_files_and_indexes_the_rest(
     assert reasons["latin1.txt"].startswith("not valid UTF-8 (byte 0xe9")
     assert reasons["huge.txt"].startswith("file is too large (22,020,096 bytes")
     assert reasons["zhang-2023.md"].startswith("duplicate id 'zhang-2023' (already used by copy.md")
-    assert reasons["slides.pdf"] == "unsupported file type '.pdf'"
-    assert len(reasons) == 7
+    assert reasons["slides.pptx"] == "unsupported file type '.pptx'"
+    assert reasons["truncated.pdf"].startswith("not a readable PDF")
+    assert len(reasons) == 8
     assert body["documents"] == 6  # the five good ones (zhang-2023 from copy.md) + new-study
     ids = [d["id"] for d in served.get("/api/documents").json()["documents"]]
     assert "new-study" in ids and len(ids) == 6
