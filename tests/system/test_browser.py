@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import running
@@ -378,6 +379,43 @@ def test_view_in_document_highlights_the_cited_passage(desktop: Page) -> None:
     desktop.get_by_role("link", name="Back to the conversation").click()
     expect(desktop.locator("#chat-view")).to_be_visible()
     expect(desktop.locator("#conversation > li")).to_have_count(conversation_size)
+
+
+def test_pages_of_a_pdf_source_are_shown(browser: Browser, server: str, problems: Problems) -> None:
+    """A citation from a PDF (here: the real answer, given pages on its way to the page) shows
+    its pages on the card, and the document view marks the page break before the passage."""
+    cited: dict[str, Any] = {}
+    desktop = _open(browser, server, problems, DESKTOP)  # its own page: no cached documents
+
+    def with_pages(route: Route) -> None:
+        body = route.fetch().json()
+        first = body["citations"][0]
+        first["page_start"], first["page_end"] = 2, 3
+        cited.update(first)
+        route.fulfill(json=body)
+
+    def paged_document(route: Route) -> None:
+        body = route.fetch().json()
+        start = cited["start"]
+        body["pages"] = [
+            {"page": 1, "start": 0, "end": start},
+            {"page": 2, "start": start, "end": len(body["text"])},
+        ]
+        route.fulfill(json=body)
+
+    desktop.route("**/api/ask", with_pages, times=1)
+    reply = ask(desktop, ON_TOPIC)
+    card = reply.locator(".source-card").first
+    expect(card.locator(".card-meta .pages")).to_have_text("pp. 2-3")
+    desktop.route(f"**/api/documents/{cited['document_id']}", paged_document, times=1)
+    card.get_by_role("button", name="View in document").click()
+    marker = desktop.locator(".doc-body .page-marker")
+    expect(marker).to_have_count(1)
+    expect(marker).to_have_text(re.compile("page 2", re.I))
+    # The marker stands right before the block holding the cited passage.
+    following = marker.locator("xpath=following-sibling::*[1]")
+    expect(following.locator("mark.hl-passage").first).to_be_visible()
+    desktop.context.close()
 
 
 def test_phone_width_has_no_horizontal_scroll(phone: Page) -> None:
