@@ -3,9 +3,11 @@
 A page is split at a vertical gutter free of text when both sides hold enough text,
 recursively, so two and three columns read column by column; lines that cross the gutter (a
 title, an abstract, a wide caption, a table set across both columns) cut the columns into
-bands read top to bottom. Running headers, footers and page numbers are dropped by position and
-repetition before the columns are ordered, and margin line numbers by their column of rising
-numbers.
+bands read top to bottom, with their short last lines that stay on one side (a title's second
+line). Loosely justified text (a browser's print) breaks into a fragment a word: a row of such
+words on both sides is a line of each column, not a table row. Running headers, footers and
+page numbers are dropped by position and repetition before the columns are ordered, and margin
+line numbers by their column of rising numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import bisect
 import itertools
 import math
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -98,12 +100,24 @@ def _gutter(frags: list[Fragment]) -> float | None:
 
 def _table_rows(frags: list[Fragment], split: float, narrow: float) -> list[Fragment]:
     """Fragments of a table set across the gutter: two or more rows in a row of three or more
-    narrow cells on both sides (column text fills its column)."""
+    narrow cells on both sides (column text fills its column). A row that reads as a line of
+    each column is not one: justified lines set loosely break into a fragment a word."""
     rows = _rows(frags)
+    left, right = (
+        _side_edges([f for f in frags if f.x1 <= split]),
+        _side_edges([f for f in frags if f.x0 >= split]),
+    )
+
+    def prose(row: list[Fragment]) -> bool:
+        return _column_line([f for f in row if f.x1 <= split], *left) and _column_line(
+            [f for f in row if f.x0 >= split], *right
+        )
+
     cells = [
         len(row) >= 3
         and all(f.x1 - f.x0 < narrow for f in row)
         and row[0].x1 <= split <= row[-1].x0
+        and not prose(row)
         for row in rows
     ]
     return [
@@ -112,6 +126,28 @@ def _table_rows(frags: list[Fragment], split: float, narrow: float) -> list[Frag
         if cells[i] and ((i > 0 and cells[i - 1]) or (i + 1 < len(rows) and cells[i + 1]))
         for f in row
     ]
+
+
+def _side_edges(side: list[Fragment]) -> tuple[float, float]:
+    """Where most fragments of one side of a gutter start and end (its text edges)."""
+    if not side:
+        return math.nan, math.nan
+    start = Counter(round(f.x0) for f in side).most_common(1)[0][0]
+    end = Counter(round(f.x1) for f in side).most_common(1)[0][0]
+    return float(start), float(end)
+
+
+def _column_line(pieces: list[Fragment], left: float, right: float) -> bool:
+    """Pieces of one row on one side that read as a line of its column: from its left edge
+    (or a first-line indent) to its right edge, or with no gap wider than word spaces."""
+    if not pieces:
+        return False
+    size = max(f.size for f in pieces)
+    if not -1.5 <= pieces[0].x0 - left <= 3 * size:
+        return False
+    flush = abs(max(f.x1 for f in pieces) - right) <= 1.5
+    gaps = [b.x0 - a.x1 for a, b in itertools.pairwise(pieces)]
+    return flush or max(gaps, default=0.0) <= 3 * size
 
 
 def _reading_order(frags: list[Fragment], depth: int = 0) -> list[list[list[Fragment]]]:
@@ -139,6 +175,8 @@ def _reading_order(frags: list[Fragment], depth: int = 0) -> list[list[list[Frag
                 continue
         bands.append([f])
     starts = [band[0].mid for band in bands]
+    moved = {id(f) for k, band in enumerate(bands) for f in _band_tail(band, sides, starts, k)}
+    sides = [[f for f in side if id(f) not in moved] for side in sides]
     runs: list[list[list[Fragment]]] = []
     for slot in range(len(bands) + 1):
         for side in sides:
@@ -147,6 +185,32 @@ def _reading_order(frags: list[Fragment], depth: int = 0) -> list[list[list[Frag
         if slot < len(bands):
             runs.append(_rows(bands[slot]))
     return runs
+
+
+def _band_tail(
+    band: list[Fragment], sides: list[list[Fragment]], starts: list[float], k: int
+) -> list[Fragment]:
+    """Rows just below a band on one side of the gutter only, in its font, aligned with it and
+    at its line spacing: the band's own short lines (a title's or an author list's last line),
+    moved into it (appended to ``band``)."""
+    parts = [[f for f in side if bisect.bisect_right(starts, f.mid) == k + 1] for side in sides]
+    moved: list[Fragment] = []
+    for n, part in enumerate(parts):
+        other_top = min((f.top for f in parts[1 - n]), default=math.inf)
+        last = max(band, key=lambda f: f.bottom)
+        for row in _rows(part):
+            x0, x1 = row[0].x0, max(f.x1 for f in row)
+            if not (
+                all(abs(f.size - last.size) < 0.3 for f in row)
+                and max(f.bottom for f in row) < other_top
+                and 0 <= min(f.top for f in row) - last.bottom < 0.6 * last.size
+                and (abs(x0 - last.x0) <= 1.5 or abs(x0 + x1 - last.x0 - last.x1) <= 3)
+            ):
+                break
+            band += row
+            moved += row
+            last = row[-1]
+    return moved
 
 
 def _line(row: list[Fragment], page: int, run: int, edges: tuple[float, float, bool]) -> Line:
@@ -181,9 +245,9 @@ def _line(row: list[Fragment], page: int, run: int, edges: tuple[float, float, b
     )
 
 
-def _edges(rows: list[list[Fragment]]) -> tuple[float, float, bool]:
+def _edges(rows: list[list[Fragment]]) -> tuple[float, float, bool | None]:
     """Left and right text edges of a column stretch (where most lines start and end, else the
-    outermost), and whether it is justified."""
+    outermost), and whether it is justified (None: too few full lines to tell)."""
     starts = [round(row[0].x0) for row in rows]
     ends = [round(max(f.x1 for f in row)) for row in rows]
     edges = []
@@ -193,12 +257,13 @@ def _edges(rows: list[list[Fragment]]) -> tuple[float, float, bool]:
     left, right = edges
     full = [x1 for x0, x1 in zip(starts, ends, strict=True) if x1 - x0 > 0.6 * (right - left)]
     flush = sum(1 for x1 in full if abs(x1 - right) <= 1.5)
-    return left, right, len(full) >= 3 and flush >= 0.6 * len(full)
+    return left, right, flush >= 0.6 * len(full) if len(full) >= 3 else None
 
 
-def _edge_rows(frags: list[Fragment], height: float) -> list[Fragment]:
-    """Fragments of the first two and last two rows, where they lie near the page's edges."""
-    found: list[Fragment] = []
+def _edge_rows(frags: list[Fragment], height: float) -> dict[int, tuple[Fragment, bool]]:
+    """Fragments of the first two and last two rows, where they lie near the page's edges (by
+    id), each with whether it stands apart: nothing else in its row within 4 ems."""
+    found: dict[int, tuple[Fragment, bool]] = {}
     for top in (True, False):
         rest = sorted(frags, key=lambda f: f.mid if top else -f.mid)
         for _ in range(2):
@@ -207,26 +272,50 @@ def _edge_rows(frags: list[Fragment], height: float) -> list[Fragment]:
                                        else f.top >= (1 - EDGE_ZONE) * height)]  # fmt: skip
             if not edge:
                 break
-            found += edge
+            for f in edge:
+                near = (max(f.x0, g.x0) - min(f.x1, g.x1) < 4 * max(f.size, g.size)
+                        for g in row if g is not f)  # fmt: skip
+                found[id(f)] = (f, not any(near))
             ids = {id(f) for f in row}
             rest = [f for f in rest if id(f) not in ids]
     return found
 
 
 def _drop_running_lines(pages: list[PageText]) -> None:
-    """Remove page numbers and lines repeated at the top or bottom of many pages, in place."""
+    """Remove page numbers and lines repeated at the top or bottom of many pages, in place.
+
+    A line of a few words repeats wherever it sits (headers swap sides on facing pages); a word
+    or two, and a page number, must stand apart (see :func:`_edge_rows`) and the word or two
+    repeat at the same place: a loosely justified first or last line of the body breaks into a
+    fragment a word ("the", "100"), and "the" starts or ends one on many pages."""
+    edges = [_edge_rows(page.fragments, page.height) for page in pages]
     keys = [
-        {id(f): re.sub(r"\d+", "#", " ".join(f.text.casefold().split()))
-         for f in _edge_rows(page.fragments, page.height)}
-        for page in pages
+        {fid: re.sub(r"\d+", "#", " ".join(f.text.casefold().split())) for fid, (f, _) in e.items()}
+        for e in edges
     ]  # fmt: skip
-    spread = Counter(k for page in keys for k in set(page.values()))
+    places: dict[str, list[tuple[int, Fragment]]] = {}
+    for number, (page_edges, page_keys) in enumerate(zip(edges, keys, strict=True)):
+        for fid, (f, _) in page_edges.items():
+            places.setdefault(page_keys[fid], []).append((number, f))
     needed = max(2, math.ceil(0.3 * len(pages)))
-    for page, page_keys in zip(pages, keys, strict=True):
+
+    def repeated(f: Fragment, key: str, apart: bool) -> bool:
+        seen = places[key]
+        if len(key.split()) < 3:
+            if not apart:
+                return False
+            tol = max(2.0, 0.5 * f.size)
+            seen = [(n, g) for n, g in seen
+                    if min(abs(f.x0 - g.x0), abs(f.x1 - g.x1),
+                           abs(f.x0 + f.x1 - g.x0 - g.x1) / 2) <= tol]  # fmt: skip
+        return len({n for n, _ in seen}) >= needed
+
+    for page, page_edges, page_keys in zip(pages, edges, keys, strict=True):
         drop = {
             fid
-            for fid, k in page_keys.items()
-            if spread[k] >= needed or _PAGE_NUMBER.match(k.replace("#", "1"))
+            for fid, (f, apart) in page_edges.items()
+            if (apart and _PAGE_NUMBER.match(page_keys[fid].replace("#", "1")))
+            or repeated(f, page_keys[fid], apart)
         }
         page.fragments[:] = [f for f in page.fragments if id(f) not in drop]
 
@@ -255,13 +344,20 @@ def layout_pages(pages: list[PageText]) -> tuple[list[Line], str]:
     _drop_running_lines(pages)
     for page in pages:
         _drop_line_numbers(page)
+    runs = [(page.number, rows) for page in pages for rows in _reading_order(page.fragments)]
+    edges = [_edges(rows) for _, rows in runs]
+    votes: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # by width: [justified, ragged]
+    for left, right, justified in edges:
+        if justified is not None:
+            votes[round(right - left)][0 if justified else 1] += 1
     lines: list[Line] = []
-    run = 0
-    for page in pages:
-        for rows in _reading_order(page.fragments):
-            edges = _edges(rows)
-            lines += [_line(row, page.number, run, edges) for row in rows]
-            run += 1
+    for run, ((number, rows), (left, right, justified)) in enumerate(zip(runs, edges, strict=True)):
+        if justified is None:  # a short stretch (a balanced last page): as most of its width
+            width = round(right - left)
+            yes, no = (sum(votes[w][k] for w in range(width - 2, width + 3) if w in votes)
+                       for k in (0, 1))  # fmt: skip
+            justified = yes > no
+        lines += [_line(row, number, run, (left, right, justified)) for row in rows]
     return lines, first
 
 

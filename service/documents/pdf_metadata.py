@@ -32,9 +32,9 @@ _LABEL = re.compile(
 )
 _AFFILIATION = re.compile(
     r"\b(?:universit|department|dept\b|institut|hospital|college|school of|faculty|laborator|"
-    r"centre|center|clinic|inc\b|ltd\b|gmbh|e-?mail|correspond)|@|^[†‡¶§*∗#]",
+    r"centre\b|center\b|clinics?\b|inc\b|ltd\b|gmbh|e-?mail|correspond)|@|^[†‡¶§*∗#]",
     re.I,
-)
+)  # whole words where prose has longer ones ("clinical", "centered")
 _NOT_NAME = re.compile(
     r"\b(?:universit|department|institut|hospital|abstract|journal|vol|doi|review|article)", re.I
 )
@@ -132,11 +132,15 @@ def front_matter(lines: Sequence[Line], height: float) -> FrontMatter:
     )  # fmt: skip
     if authors:
         drop.update(author_lines)
+        misses = 0  # affiliations follow the names, maybe with a line that does not say so
         for i in [i for i in after if i > author_lines[-1]][:15]:
-            if _SECTION_START.match(lines[i].text):
+            if _SECTION_START.match(lines[i].text) or misses == 2:
                 break
             if _AFFILIATION.search(lines[i].text):
                 drop.add(i)
+                misses = 0
+            else:
+                misses += 1
     return FrontMatter(title, authors, frozenset(drop))
 
 

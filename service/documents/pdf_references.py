@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from service.documents.pdf_layout import Line
 from service.documents.pdf_lines import SECTION, ends_sentence, gap_break, paragraph_text, pitches
@@ -107,7 +107,7 @@ def _short(entries: list[str]) -> bool:
     return statistics.mean(len(e) for e in entries) <= 600 and max(len(e) for e in entries) <= 1500
 
 
-def entries(lines: Sequence[Line], vocab: set[str]) -> list[str]:
+def entries(lines: Sequence[Line], vocab: Collection[str]) -> list[str]:
     if not lines:
         return []
     starts = _numbered_starts(lines) or _unnumbered_starts(lines)

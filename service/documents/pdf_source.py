@@ -30,7 +30,7 @@ from service.documents.records import CorpusFileError, Document
 from service.documents.references import infer_study_type
 
 #: Bump when the extraction changes, so cached extractions are redone.
-EXTRACTION_VERSION = 1
+EXTRACTION_VERSION = 2
 
 
 def sidecar_of(pdf: Path) -> Path | None:

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from service.documents.pdf_layout import Line, body_size
 from service.documents.pdf_lines import (
     CAPTION,
     SECTION,
-    WORD,
     ends_sentence,
     gap_break,
     half,
     paragraph_text,
     pitches,
+    words_of,
 )
 from service.documents.pdf_references import entries, reference_span
 
@@ -60,7 +61,7 @@ def structure(lines: list[Line], outline: list[OutlineEntry]) -> tuple[list[PdfB
     if not lines:
         return [], []
     body = body_size(lines)
-    vocab = {w for line in lines for w in WORD.findall(line.text.casefold())}
+    vocab = words_of(line.text for line in lines)
     headings = _outline_headings(lines, outline) or _font_headings(lines, body)
     references: list[str] = []
     start = end = len(lines)
@@ -114,10 +115,12 @@ def _find_title(
 
 
 def _heading_kind(line: Line, body: float) -> str | None:
+    """What makes a line a heading line; a heading's first line must not start in lowercase
+    nor its last end with "," (a line inside one may: "Routes, Dosage," | "and Frequency")."""
     text = line.text.strip()
     if sum(ch.isalpha() for ch in text) < 3 or len(text) > 200 or line.cells:
         return None
-    if CAPTION.match(text) or text[0].islower() or text[-1] in ",;":
+    if CAPTION.match(text):
         return None
     if SECTION.match(text):
         return "named"
@@ -141,9 +144,11 @@ def _font_headings(lines: list[Line], body: float) -> dict[int, tuple[int, int]]
         if (
             groups
             and groups[-1][-1] == i - 1
-            and kind == kinds[i - 1] != "named"
+            and kinds[groups[-1][0]] in ("large", "bold")
+            and (kind == kinds[i - 1] or kind == "named")  # "... Disability Index" | "Results"
             and prev is not None
             and prev.run == lines[i].run
+            and prev.bold == lines[i].bold
             and abs(prev.size - lines[i].size) < 0.3
             and lines[i].top - prev.bottom < lines[i].size
         ):
@@ -152,9 +157,11 @@ def _font_headings(lines: list[Line], body: float) -> dict[int, tuple[int, int]]
             groups.append([i])
     accepted = []
     for group in groups:
-        kind, last = kinds[group[0]], lines[group[-1]]
+        kind, first, last = kinds[group[0]], lines[group[0]], lines[group[-1]]
         words = sum(len(lines[i].text.split()) for i in group)
         nxt = lines[group[-1] + 1] if group[-1] + 1 < len(lines) else None
+        if first.text.lstrip()[:1].islower() or last.text.rstrip()[-1:] in (",", ";"):
+            continue
         if len(group) > 3 or words > (25 if kind == "large" else 15):
             continue
         if words > 12 and last.text.rstrip().endswith("."):
@@ -197,7 +204,7 @@ def _starts_block(prev: Line, line: Line, block: _Block, pitch: dict[float, floa
         return True
     if prev.run == line.run and len(block.lines) > 1 and line.x0 < prev.x0 - 0.8 * size:
         return True  # back out to the margin after an indented stretch (a list, a quote)
-    short = prev.x1 < prev.right - max(3 * size, 0.1 * (prev.right - prev.left))
+    short = prev.x1 < prev.right - max(1.5 * size, 0.05 * (prev.right - prev.left))
     return prev.justified and short and ends_sentence(prev.text)
 
 
@@ -226,7 +233,7 @@ def _loose_prose(line: Line) -> bool:
 
 
 def _paragraphs(
-    items: list[tuple[Line, tuple[int, int] | None]], vocab: set[str]
+    items: list[tuple[Line, tuple[int, int] | None]], vocab: Collection[str]
 ) -> list[PdfBlock]:
     pitch = pitches([line for line, _ in items])
     body = body_size([line for line, _ in items]) if items else 10.0

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import pdf_samples as samples
 import pdfplumber
 import pytest
+from fpdf import FPDF
 from pdfminer.pdftypes import resolve1
 
-from service.documents import pdf_text
+from service.documents import pdf_lines, pdf_text
 from service.documents.pdf_lines import join_lines
 from service.documents.pdf_text import PdfContent, read_pdf
 from service.documents.records import CorpusFileError
@@ -139,6 +141,124 @@ def test_metadata_from_page_one_when_the_info_dictionary_is_junk(
     assert (meta.doi, meta.pmid) == ("10.5555/synth.2024.0012", "38012345")
 
 
+# -- two loosely justified columns, as a browser prints them ----------------------------------
+
+LOOSE_TITLE = ("Stromal Cell Injections for Disc Pain: A Loosely Set", "Two-Column Article")
+LOOSE_AUTHORS = ("Ana Lima, Ben Okafor, Chen Wei, Dana Smith, Eli Jones, Farah Khan,",
+                 "Goran Petrov")  # fmt: skip
+# Per page: the left column, then the right; per item: kind ("p" or "h"), lines, and whether
+# it ends there (else it goes on in the next column, and its last line is justified too).
+LOOSE_PAGES = [
+    (
+        [("p", ["Low back pain is one of the most", "common clinical problems in the world,",
+                "and a key driver of this pain is the", "degeneration of lumbar discs, a",
+                "source of pain that is often difficult", "to treat."], True),
+         ("h", ["Why Disc Degeneration Causes", "Low Back Pain"], True),
+         ("p", ["The discs act as shock absorbers", "between the vertebrae. Over time",
+                "they lose water and develop small", "tears that let the nerves grow in."],
+          True)],
+        [("p", ["When this happens in the lumbar", "spine it can trigger a deep pain that",
+                "may worsen with sitting or bending."], True),
+         ("p", ["Initial treatment typically involves non-",
+                "surgical approaches and other pain-", "modulating medications, and many",
+                "patients improve with them, while", "cells may support tissue regen-",
+                "eration in the damaged disc where"], False)],
+    ),
+    (
+        [("p", ["the other treatments have failed to", "relieve the pain of the patients."], True),
+         ("p", ["Eleven trials were pooled in this", "review, with the number of studies",
+                "and the total number of patients", "remaining small: two hundred and"], False)],
+        [("p", ["forty five patients took part and", "over 100 of them had injections of",
+                "marrow cells under imaging guidance."], True)],
+    ),
+    (  # balanced columns: too short to show they are justified
+        [("p", ["the findings support the idea that", "cell injections into the disc are safe."],
+          True)],
+        [("p", ["Patients should discuss the latest", "evidence, risks, and benefits with",
+                "experienced clinicians before they", "decide on a treatment."], True)],
+    ),
+]  # fmt: skip
+
+
+def loose_paragraphs() -> list[str]:
+    """The paragraphs of ``LOOSE_PAGES``: compounds broken at their hyphen keep it."""
+    texts, lines = [], []
+    for columns in LOOSE_PAGES:
+        for items in columns:
+            for kind, item_lines, ends in items:
+                lines += item_lines if kind == "p" else []
+                if kind == "p" and ends:
+                    text = " ".join(lines).replace("- ", "-")
+                    texts.append(text.replace("regen-eration", "regeneration"))
+                    lines = []
+    return texts
+
+
+def loose_two_columns(path: Path) -> Path:
+    """Justified columns with inter-word gaps of one to three ems, so that every word is a
+    fragment of its own (Chromium's print of the corpus); a title and an author list whose
+    last lines stay left of the gutter; a heading over two lines; pages starting with "the"
+    at the same place, a running header, page numbers."""
+    pdf = FPDF(unit="pt", format="letter")
+    pdf.set_auto_page_break(False)
+    margin, gutter, width = 54.0, 24.0, 240.0
+
+    def line(x: float, y: float, text: str, size: float, style: str, stretch: bool) -> None:
+        pdf.set_font("Helvetica", style, size)
+        words = text.split()
+        widths = [pdf.get_string_width(w) for w in words]
+        gap = (width - sum(widths)) / (len(words) - 1) if stretch else 0.28 * size
+        assert not stretch or 0.9 * size < gap < 3.5 * size, (text, gap / size)
+        for word, w in zip(words, widths, strict=True):
+            pdf.text(x, y, word)
+            x += w + gap
+
+    for number, columns in enumerate(LOOSE_PAGES, 1):
+        pdf.add_page()
+        pdf.set_font("Helvetica", "", 8)
+        pdf.text(margin, 40, "Loose Journal of Spine Care · 2024")
+        pdf.text(306 - pdf.get_string_width(str(number)) / 2, 760, str(number))
+        top = 72.0
+        if number == 1:
+            pdf.set_font("Helvetica", "B", 17)
+            for n, text in enumerate(LOOSE_TITLE):
+                pdf.text(margin, 84 + 21 * n, text)
+            pdf.set_font("Helvetica", "", 10.5)
+            for n, text in enumerate(LOOSE_AUTHORS):
+                pdf.text(margin, 140 + 13 * n, text)
+            top = 175.0
+        for column, items in enumerate(columns):
+            x, y = margin + column * (width + gutter), top
+            for kind, lines, ends in items:
+                for n, text in enumerate(lines):
+                    if kind == "h":
+                        line(x, y + 2, text, 12, "B", False)
+                        y += 15
+                    else:
+                        line(x, y, text, 10, "", not (ends and n == len(lines) - 1))
+                        y += 13.5
+                y += 6
+    pdf.output(str(path))
+    return path
+
+
+def test_loosely_justified_columns_are_read_whole_and_in_order(tmp_path: Path) -> None:
+    content = read_pdf(loose_two_columns(tmp_path / "loose.pdf"))
+    # Rows of one word a fragment on both sides are not a table across the gutter (the columns
+    # were interleaved); "the" starting pages 2 and 3 and "100" in a last row are not running
+    # lines; compounds broken at their hyphen keep it; the balanced last page ends a paragraph.
+    assert body(content) == loose_paragraphs()
+    assert "support tissue regeneration in" in body(content)[3]  # TeX's kind of break
+    assert [(b.text, b.level) for b in content.blocks if b.level] == [
+        ("Why Disc Degeneration Causes Low Back Pain", 2)
+    ]
+    # The title's and the authors' last lines, left of the gutter, belong to them.
+    assert content.metadata.title == " ".join(LOOSE_TITLE)
+    assert content.metadata.authors == tuple(
+        name.strip() for name in " ".join(LOOSE_AUTHORS).split(",")
+    )
+
+
 # -- one column, headings only in the outline --------------------------------------------------
 
 
@@ -211,10 +331,40 @@ def test_numbered_reference_list_without_a_heading(tmp_path: Path) -> None:
         ("and/", "or", set(), "and/or"),
         ("a dash -", "then", set(), "a dash - then"),
         ("end of line", "next", set(), "end of line next"),
+        ("potency assays", "—such as", set(), "potency assays—such as"),  # a closed dash
+        ("a list:", "– first", set(), "a list: – first"),
+        # Compounds broken at their own hyphen (browsers, Word) keep it: both parts are words,
+        # the joined form is none; TeX's breaks inside a word are joined.
+        ("involves non-", "surgical approaches", set(), "involves non-surgical approaches"),
+        ("While longer-", "term data", set(), "While longer-term data"),
+        ("other pain-", "modulating drugs", set(), "other pain-modulating drugs"),
+        ("for spine-", "related conditions", set(), "for spine-related conditions"),
+        ("Adipose-", "derived MSCs", {"adipose"}, "Adipose-derived MSCs"),  # "adipose tissue"
+        ("tissue regen-", "eration", set(), "tissue regeneration"),
+        ("predicting solubil-", "ity,", set(), "predicting solubility,"),
+        ("immuno-", "modulatory signals", set(), "immunomodulatory signals"),
+        ("Scaffold-", "ing Tree", {"scaffold"}, "Scaffolding Tree"),  # "ing" is no compound's half
+        # What the document spells elsewhere wins, the more common spelling where it has both.
+        ("pain-", "modulating", {"painmodulating"}, "painmodulating"),
+        ("black-", "box models", Counter({"black-box": 14, "blackbox": 1}), "black-box models"),
     ],
 )
 def test_join_lines(left: str, right: str, vocab: set[str], joined: str) -> None:
     assert join_lines(left, right, vocab) == joined
+
+
+def test_without_the_word_list_line_end_hyphens_are_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pdf_lines, "english_words", frozenset)
+    assert join_lines("involves non-", "surgical", set()) == "involves nonsurgical"
+    assert join_lines("involves non-", "surgical", {"non-surgical"}) == "involves non-surgical"
+
+
+def test_the_pieces_of_broken_words_are_not_words_of_the_document() -> None:
+    found = pdf_lines.words_of(["tissue regen-", "eration and spine-", "related pain", "spine"])
+    assert "regen" not in found and "eration" not in found and "related" not in found
+    assert found["spine"] == 1 and found["tissue"] == 1
 
 
 # -- files that cannot be used -----------------------------------------------------------------
