@@ -104,8 +104,8 @@ def _read_alone(
         (folder / name).write_bytes(data)
         if sidecar is not None:
             (folder / name).with_suffix(SIDECAR_SUFFIX).write_bytes(sidecar)
-        probe = settings.model_copy(update={"corpus_dir": folder, "index_dir": Path(scratch)})
-        loaded = read_corpus(probe)
+        # The real index folder's PDF cache: the re-index that follows reads it from there.
+        loaded = read_corpus(settings.model_copy(update={"corpus_dir": folder}))
     if loaded.problems:
         raise CorpusChangeError("unreadable", loaded.problems[0].reason)
     if not loaded.documents:
@@ -177,7 +177,13 @@ class AddFiles:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.link(tmp, target)  # fails if the name was taken meanwhile: nothing is replaced
+            try:
+                os.link(tmp, target)  # fails if the name was taken meanwhile: nothing replaced
+            except FileExistsError:
+                raise
+            except OSError:  # a file system without hard links: exclusive create instead
+                with target.open("xb") as fh:
+                    fh.write(data)
             self.written.append(target)
         finally:
             tmp.unlink(missing_ok=True)

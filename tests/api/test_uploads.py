@@ -235,3 +235,18 @@ def test_malformed_upload_requests(client: TestClient) -> None:
     no_file = client.post("/api/admin/documents", data={"title": "x"}, headers=ADMIN,
                           files={"other": ("a.md", b"text")})  # fmt: skip
     assert no_file.status_code == 422 and "'file' part" in no_file.json()["error"]
+
+
+def test_uploads_work_without_hard_links(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some mounted file systems refuse hard links: the file is then created exclusively."""
+
+    def no_links(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    response = upload(client, "heart.md", HEART.encode())
+    assert response.status_code == 201, response.text  # type: ignore[attr-defined]
+    assert (settings.corpus_dir / "heart.md").read_text() == HEART
+    assert not [n for n in corpus_files(settings) if n.startswith(".")]
