@@ -47,6 +47,18 @@ def read_text_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
     return text
 
 
+def read_pdf_file(path: Path, rel: str, max_pages: int, cache: Path | None) -> Document:
+    """The document of a PDF; CorpusFileError for anything that goes wrong with this file."""
+    try:
+        from service.documents.pdf_source import pdf_document  # pdfplumber is imported here
+
+        return pdf_document(path, rel, max_pages=max_pages, cache_dir=cache)
+    except (CorpusFileError, OSError):
+        raise
+    except Exception as exc:  # the extractor's own failure: this file only
+        raise CorpusFileError(f"not a readable PDF ({type(exc).__name__}: {exc})"[:300]) from None
+
+
 def load_corpus(
     corpus_dir: Path,
     *,
@@ -83,17 +95,7 @@ def load_corpus(
         try:
             if path.suffix.lower() == ".pdf":
                 check_size(path, max_file_bytes)
-                try:
-                    from service.documents.pdf_source import pdf_document  # pdfplumber: here
-
-                    doc = pdf_document(path, rel, max_pages=max_pdf_pages, cache_dir=pdf_cache)
-                except (CorpusFileError, OSError):
-                    raise
-                except Exception as exc:  # the extractor's own failure: this file only
-                    raise CorpusFileError(
-                        f"not a readable PDF ({type(exc).__name__}: {exc})"[:300]
-                    ) from None
-                curated.append(doc)
+                curated.append(read_pdf_file(path, rel, max_pdf_pages, pdf_cache))
                 continue
             text = read_text_file(path, max_file_bytes)
             if path.suffix.lower() in (".md", ".markdown"):
