@@ -27,9 +27,11 @@ import os
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,11 @@ class IndexData:
     sentence_vectors: Vectors
     sentence_offsets: np.ndarray[Any, np.dtype[np.int64]]  # chunk i -> rows [o[i], o[i+1])
     bm25: Any  # bm25s.BM25
+
+    @cached_property
+    def chunk_counts(self) -> dict[str, int]:
+        """Chunks per document id."""
+        return dict(Counter(chunk.document_id for chunk in self.chunks))
 
     def chunk_sentence_vectors(self, chunk_index: int) -> Vectors:
         lo, hi = (

@@ -12,18 +12,9 @@ import re
 from pathlib import Path
 
 import yaml
+from conftest import CHROMIUM, CHROMIUM_ARGS
 
 from service.documents import split_front_matter
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 _CSS = """
 @page { size: A4; margin: 22mm 16mm 20mm 16mm; }

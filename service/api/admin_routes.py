@@ -423,9 +423,7 @@ async def add_document(
     except _Failed as failed:
         return JSONResponse(failed.failure.model_dump(mode="json"), status_code=500)
     data_now = _ready(state).data
-    counts: dict[str, int] = {}
-    for chunk in data_now.chunks:
-        counts[chunk.document_id] = counts.get(chunk.document_id, 0) + 1
+    counts = data_now.chunk_counts
     added = [
         AddedDocument(
             path=doc.path,

@@ -118,12 +118,9 @@ async def search(
 async def list_documents(engine: EngineDep) -> DocumentList:
     """Every document with its citation metadata and chunk count."""
     data = engine.data
-    counts: dict[str, int] = {}
-    for chunk in data.chunks:
-        counts[chunk.document_id] = counts.get(chunk.document_id, 0) + 1
     docs = sorted(data.documents.values(), key=lambda d: d.id)
     return DocumentList(
-        documents=[DocumentSummary.of_document(d, counts.get(d.id, 0)) for d in docs]
+        documents=[DocumentSummary.of_document(d, data.chunk_counts.get(d.id, 0)) for d in docs]
     )
 
 

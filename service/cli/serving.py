@@ -127,9 +127,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise
     if ensured.build is not None:
         report_build(ensured.build, ensured.reason, progress)
-    counts: dict[str, int] = {}
-    for chunk in ensured.data.chunks:
-        counts[chunk.document_id] = counts.get(chunk.document_id, 0) + 1
+    counts = ensured.data.chunk_counts
     for upload in uploads:
         for doc in ensured.data.documents.values():
             if doc.path == upload.name:

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import running
+from conftest import CHROMIUM, CHROMIUM_ARGS, running
 
 from service.config import Settings
 from service.evaluation.bench.harness import ServerProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(
         "browser tests need Debian's Chromium at /usr/bin/chromium; enable them with "
@@ -38,7 +37,7 @@ pytest.importorskip(
     "playwright.sync_api", reason="install the test extras: pip install -e '.[test]'"
 )
 
-from playwright.sync_api import (  # noqa: E402
+from playwright.sync_api import (
     Browser,
     BrowserContext,
     Locator,
@@ -55,14 +54,6 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "corpus"
 DOCS = ROOT / "docs"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Building the index with the real model takes 50-90 s on a busy 2-CPU machine.
 READY_TIMEOUT_S = float(os.environ.get("QA_BROWSER_READY_TIMEOUT", "180"))
 ANSWER_TIMEOUT_MS = 30_000

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CORPUS, ROOT, make_settings
-from corpus_pdfs import CHROMIUM, print_corpus
+from conftest import CHROMIUM, CORPUS, ROOT, make_settings
+from corpus_pdfs import print_corpus
 
 from service.engine import Engine
 from service.evaluation.dataset import TEST_QUESTIONS, load_questions
