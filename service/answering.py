@@ -1,10 +1,12 @@
 """Hits -> a short cited :class:`Answer`, or an honest abstention.
 
 Every answer sentence is copied verbatim from a retrieved passage and followed by the marker of
-that passage, so numbers, doses and units appear exactly as in the source. Sentences are scored
-against the question with embeddings computed at ingest time (no encoder call per answer), near
-duplicates are skipped, and a sentence that leans on the one before it ("This represents ...")
-brings that sentence along.
+its study, so numbers, doses and units appear exactly as in the source. Markers number studies,
+not passages, as in a paper's reference list: each :class:`Citation` is one document with every
+passage of it that the answer quotes (:class:`QuotedPassage`, with the quoted sentences' spans
+for highlighting). Sentences are scored against the question with embeddings computed at ingest
+time (no encoder call per answer), near duplicates are skipped, and a sentence that leans on the
+one before it ("This represents ...") brings that sentence along.
 
 Abstention: :func:`coverage` combines three kinds of evidence that the corpus covers the
 question: how close the best passage is (dense cosine), how close the best single sentence is,
@@ -41,7 +43,7 @@ import numpy as np
 from service.answer_types import AnswerType
 from service.chunking import Span
 from service.config import Settings
-from service.documents import Document, PageSpan
+from service.documents import Document, PageSpan, pages_label
 from service.lexical import STOPWORDS, tokenize
 from service.reader import Reader, answerability
 from service.retrieval import Hit, SearchResult
@@ -76,8 +78,9 @@ class Coverage:
 
 
 @dataclass(frozen=True)
-class Citation:
-    marker: int
+class QuotedPassage:
+    """One retrieved passage that an answer quotes from, and where in it the quotes are."""
+
     hit: Hit
     highlights: tuple[Span, ...]  # relative to the chunk text
 
@@ -90,6 +93,25 @@ class Citation:
         first = min(s.start for s in self.highlights)
         last = max(s.end for s in self.highlights)
         return self.hit.document.page_span(base + first, base + last)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One cited study: its marker and every passage of it the answer quotes, in the order
+    they appear in the document. Markers number studies, as in a paper's reference list."""
+
+    marker: int
+    passages: tuple[QuotedPassage, ...]
+
+    @property
+    def document(self) -> Document:
+        return self.passages[0].hit.document
+
+    @property
+    def page_label(self) -> str | None:
+        """The pages of the quoted sentences, merged: "p. 4", "pp. 4-5, 7"; None for sources
+        without pages (Markdown, HTML, text)."""
+        return pages_label([pages for p in self.passages if (pages := p.pages) is not None])
 
 
 @dataclass(frozen=True)
@@ -262,24 +284,9 @@ def compose_answer(
             first = pool[int(np.argmax(logits))]
             ranked = [first, *(c for c in ranked if c is not first)]
     chosen = _select(ranked, sentence_vectors, hits, settings.max_answer_sentences)
-    # Group by passage (first use = best sentence first), keep reading order inside a passage.
-    order: list[int] = []
-    for cand in chosen:
-        if cand.hit_pos not in order:
-            order.append(cand.hit_pos)
-    markers = {hit_pos: n for n, hit_pos in enumerate(order, start=1)}
-    sentences: list[AnswerSentence] = []
-    highlights: dict[int, list[Span]] = {p: [] for p in order}
-    for hit_pos in order:
-        hit = hits[hit_pos]
-        own = sorted((c for c in chosen if c.hit_pos == hit_pos), key=lambda c: c.span.start)
-        for cand in own:
-            sentences.append(AnswerSentence(cand.text, markers[hit_pos]))
-            highlights[hit_pos].append(
-                Span(cand.span.start - hit.chunk.start, cand.span.end - hit.chunk.start)
-            )
-    citations = [Citation(markers[p], hits[p], tuple(highlights[p])) for p in order]
-    passages = [h for i, h in enumerate(hits) if i not in markers]
+    sentences, citations = _cite(chosen, hits)
+    quoted = {p.hit.chunk.id for c in citations for p in c.passages}
+    passages = [h for h in hits if h.chunk.id not in quoted]
     answer_text = " ".join(f"{s.text} [{s.marker}]" for s in sentences)
     timings = {"answer": round((time.perf_counter() - started) * 1000, 3)}
     if reading is not None:
@@ -296,6 +303,41 @@ def compose_answer(
         reading=reading,
         timings_ms=timings,
     )
+
+
+def _cite(
+    chosen: Sequence[SentenceCandidate], hits: Sequence[Hit]
+) -> tuple[list[AnswerSentence], list[Citation]]:
+    """Number the cited studies by first use (the best sentence's study is [1]); within a
+    study, quote its sentences in the order they appear in the document."""
+    order: list[str] = []
+    for cand in chosen:
+        if cand.document_id not in order:
+            order.append(cand.document_id)
+    sentences: list[AnswerSentence] = []
+    citations: list[Citation] = []
+    for marker, document_id in enumerate(order, start=1):
+        own = sorted(
+            (c for c in chosen if c.document_id == document_id), key=lambda c: c.span.start
+        )
+        highlights: dict[int, list[Span]] = {}
+        for cand in own:
+            sentences.append(AnswerSentence(cand.text, marker))
+            base = hits[cand.hit_pos].chunk.start
+            highlights.setdefault(cand.hit_pos, []).append(
+                Span(cand.span.start - base, cand.span.end - base)
+            )
+        quoted = sorted(highlights, key=lambda pos: hits[pos].chunk.start)
+        citations.append(
+            Citation(
+                marker,
+                tuple(
+                    QuotedPassage(hits[pos], tuple(sorted(highlights[pos], key=lambda s: s.start)))
+                    for pos in quoted
+                ),
+            )
+        )
+    return sentences, citations
 
 
 def _select(

@@ -33,7 +33,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from service.answering import Answer, Citation
+from service.answering import Answer
 from service.api.errors import OpenAIErrorResponse, openai_fail
 from service.api.openai_schemas import (
     AssistantMessage,
@@ -119,17 +119,10 @@ def reply_text(answer: Answer) -> str:
         return "\n".join(lines)
     if answer.abstained or not answer.citations:
         return f"{answer.text}\n\n_{answer.disclaimer}_"
-    by_document: dict[str, tuple[Document, list[Citation]]] = {}
-    for citation in answer.citations:
-        doc = citation.hit.document
-        by_document.setdefault(doc.id, (doc, []))[1].append(citation)
     lines = [answer.text, "", "**References**", ""]
-    for doc, citations in by_document.values():
-        labels = ", ".join(
-            f"[{c.marker}]" + (f" ({pages.label})" if (pages := c.pages) else "")
-            for c in sorted(citations, key=lambda c: c.marker)
-        )
-        lines.append(f"- {labels} {reference_line(doc)}")
+    for citation in answer.citations:
+        where = f" ({label})" if (label := citation.page_label) else ""
+        lines.append(f"- [{citation.marker}]{where} {reference_line(citation.document)}")
     lines += ["", f"_{answer.disclaimer}_"]
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.answering import Answer, AnswerStatus, Citation
+from service.answering import Answer, AnswerStatus, Citation, QuotedPassage
 from service.api.errors import ErrorDetail, ErrorResponse
 from service.config import RetrievalMode
 from service.documents import Document, PageSpan
@@ -85,9 +85,10 @@ class SourceFields(BaseModel):
         return {name: getattr(doc, name) for name in SourceFields.model_fields}
 
 
-class CitationFields(SourceFields):
+class PassageFields(BaseModel):
+    """Where a passage is: its chunk, section, text and offsets, and its pages in a PDF."""
+
     chunk_id: str
-    document_id: str
     section: str
     text: str
     start: int = Field(description="Offset of the passage in its document's text.")
@@ -98,18 +99,30 @@ class CitationFields(SourceFields):
     page_end: int | None = Field(description="Last page (the same as page_start for most).")
 
     @staticmethod
-    def fields_from_hit(hit: Hit, pages: PageSpan | None = None) -> dict[str, Any]:
+    def of_hit(hit: Hit, pages: PageSpan | None = None) -> dict[str, Any]:
         chunk = hit.chunk
         pages = pages or hit.pages
         return {
             "chunk_id": chunk.id,
-            "document_id": hit.document.id,
             "section": chunk.section,
             "text": chunk.text,
             "start": chunk.start,
             "end": chunk.end,
             "page_start": pages.first if pages else None,
             "page_end": pages.last if pages else None,
+        }
+
+
+class CitationFields(SourceFields, PassageFields):
+    """A passage with the study it comes from."""
+
+    document_id: str
+
+    @staticmethod
+    def fields_from_hit(hit: Hit, pages: PageSpan | None = None) -> dict[str, Any]:
+        return {
+            "document_id": hit.document.id,
+            **PassageFields.of_hit(hit, pages),
             **SourceFields.of(hit.document),
         }
 
@@ -119,20 +132,37 @@ class Highlight(BaseModel):
     end: int
 
 
-class CitationOut(CitationFields):
-    """A cited passage; its pages are those of the quoted sentences."""
+class QuotedPassageOut(PassageFields):
+    """A passage the answer quotes from; its pages are those of the quoted sentences."""
 
-    marker: int
     highlights: list[Highlight] = Field(
         description="Character ranges within `text` of the sentences quoted in the answer."
+    )
+
+    @classmethod
+    def from_passage(cls, p: QuotedPassage) -> QuotedPassageOut:
+        return cls(
+            highlights=[Highlight(start=s.start, end=s.end) for s in p.highlights],
+            **cls.of_hit(p.hit, p.pages),
+        )
+
+
+class CitationOut(SourceFields):
+    """One cited study (one marker), with every passage of it that the answer quotes."""
+
+    marker: int = Field(description="The [n] that the answer's sentences from this study carry.")
+    document_id: str
+    passages: list[QuotedPassageOut] = Field(
+        description="The quoted passages of this study, in the order they appear in it."
     )
 
     @classmethod
     def from_citation(cls, c: Citation) -> CitationOut:
         return cls(
             marker=c.marker,
-            highlights=[Highlight(start=s.start, end=s.end) for s in c.highlights],
-            **cls.fields_from_hit(c.hit, c.pages),
+            document_id=c.document.id,
+            passages=[QuotedPassageOut.from_passage(p) for p in c.passages],
+            **SourceFields.of(c.document),
         )
 
 

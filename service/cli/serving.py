@@ -199,8 +199,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if answer.citations:
         print("\nReferences")
         for c in answer.citations:
-            doc = c.hit.document
-            where = f", {pages.label}" if (pages := c.pages) else ""
+            doc = c.document
+            where = f", {label}" if (label := c.page_label) else ""
             print(f"  [{c.marker}] {doc.title} ({doc.year}){where}. {doc.study_type or ''}")
             print(f"      {_short_ref(doc)}")
     elif answer.status == "not_stated" and answer.passages:

@@ -24,6 +24,7 @@ from service.documents.records import (
     Document,
     LoadProblem,
     PageSpan,
+    pages_label,
 )
 from service.documents.references import Reference, infer_study_type, parse_reference
 
@@ -38,6 +39,7 @@ __all__ = [
     "Reference",
     "infer_study_type",
     "load_corpus",
+    "pages_label",
     "parse_reference",
     "read_text_file",
     "split_front_matter",

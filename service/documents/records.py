@@ -20,6 +20,21 @@ class PageSpan:
         return f"p. {self.first}" if self.first == self.last else f"pp. {self.first}-{self.last}"
 
 
+def pages_label(spans: list[PageSpan]) -> str | None:
+    """One label for several passages' pages, overlaps merged: "p. 4", "pp. 4-5, 7"."""
+    pages = sorted({n for span in spans for n in range(span.first, span.last + 1)})
+    if not pages:
+        return None
+    runs: list[list[int]] = []
+    for n in pages:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
+    return ("p. " if len(pages) == 1 else "pp. ") + ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class Document:
     """One article: its citation metadata and its Markdown text (headings as ``#`` lines)."""

@@ -97,7 +97,7 @@ class EngineBackend:
 
     def ask(self, question: str, k: int, mode: str) -> Asked:
         a = self.engine.ask(question, k, mode)
-        cited = tuple(dict.fromkeys(c.hit.document.id for c in a.citations))
+        cited = tuple(c.document.id for c in a.citations)
         reading = a.reading.answerability if a.reading else None
         return Asked(a.text, cited, a.status, a.coverage.score, reading)
 

@@ -519,8 +519,7 @@
         m.classList.add("is-current");
       }
     }
-    const passage = card.querySelector("details.card-passage");
-    if (passage) passage.open = true;
+    for (const passage of card.querySelectorAll("details.card-passage")) passage.open = true;
     card.focus({ preventScroll: true });
     scrollIntoViewSoft(card, "nearest");
   }
@@ -536,8 +535,10 @@
     );
   }
 
+  /** One card per cited study; every passage of it the answer quotes is listed inside. */
   function sourceCard(messageId, c) {
-    const quoteRanges = (c.highlights || []).map((r) => ({ start: r.start, end: r.end, cls: "hl" }));
+    const passages = Array.isArray(c.passages) ? c.passages : [];
+    const many = passages.length > 1;
     const card = h(
       "li",
       {
@@ -565,17 +566,7 @@
       ),
       h("p", { class: "card-meta" }, studyBadge(c.study_type), metaLine(c)),
       authorsLine(c.authors, "authors"),
-      h(
-        "details",
-        { class: "card-passage" },
-        h(
-          "summary",
-          {},
-          "Quoted passage",
-          c.section ? h("span", { class: "section-name" }, ` — ${c.section}`) : null,
-        ),
-        h("blockquote", { class: "passage-text" }, highlighted(c.text || "", quoteRanges, 0)),
-      ),
+      passages.map((p, i) => quotedPassage(p, many ? i + 1 : 0)),
       h(
         "div",
         { class: "card-actions" },
@@ -584,12 +575,29 @@
           type: "button",
           class: "button button-secondary view-doc",
           text: "View in document",
-          onclick: () =>
-            openDocumentAt(c.document_id, c.start, c.end, c.highlights || [], `source ${c.marker}`),
+          onclick: () => openDocumentAtPassages(c.document_id, passages, `source ${c.marker}`),
         }),
       ),
     );
     return card;
+  }
+
+  /** A quoted passage of a source card: section, pages, and the quoted sentences marked. */
+  function quotedPassage(p, number) {
+    const quoteRanges = (p.highlights || []).map((r) => ({ start: r.start, end: r.end, cls: "hl" }));
+    const pages = pageLabel(p);
+    return h(
+      "details",
+      { class: "card-passage", "data-chunk-id": p.chunk_id },
+      h(
+        "summary",
+        {},
+        number ? `Quoted passage ${number}` : "Quoted passage",
+        p.section ? h("span", { class: "section-name" }, ` — ${p.section}`) : null,
+        pages ? h("span", { class: "section-name passage-pages" }, `, ${pages}`) : null,
+      ),
+      h("blockquote", { class: "passage-text" }, highlighted(p.text || "", quoteRanges, 0)),
+    );
   }
 
   function renderRelated(passages) {
@@ -733,9 +741,17 @@
   }
 
   function openDocumentAt(id, start, end, quoteHighlights, label) {
-    const ranges = [{ start, end, cls: "hl-passage" }];
-    for (const r of quoteHighlights) {
-      ranges.push({ start: start + r.start, end: start + r.end, cls: "hl-quote" });
+    openDocumentAtPassages(id, [{ start, end, highlights: quoteHighlights }], label);
+  }
+
+  /** Open a document with passages (document offsets) and their quoted sentences marked. */
+  function openDocumentAtPassages(id, passages, label) {
+    const ranges = [];
+    for (const p of passages) {
+      ranges.push({ start: p.start, end: p.end, cls: "hl-passage" });
+      for (const r of p.highlights || []) {
+        ranges.push({ start: p.start + r.start, end: p.start + r.end, cls: "hl-quote" });
+      }
     }
     pendingHighlight = { id, ranges, label };
     navigate(`#documents/${encodeURIComponent(id)}`);

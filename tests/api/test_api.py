@@ -337,23 +337,34 @@ _MARKER = re.compile(r"\[(\d+)\]")
 
 
 def check_answer(body: dict[str, Any]) -> None:
-    """Every marker resolves, every citation is used, every sentence is a verbatim quote."""
+    """Every marker resolves, every citation is used, every sentence is a verbatim quote, and
+    there is one citation (one marker) per study."""
     markers = [int(m) for m in _MARKER.findall(body["answer"])]
     citations = {c["marker"]: c for c in body["citations"]}
     assert markers, body["answer"]
     assert set(markers) == set(citations)  # nothing dangling, nothing unused
     first_use = list(dict.fromkeys(markers))
     assert first_use == list(range(1, len(citations) + 1))  # numbered in order of first use
+    studies = [c["document_id"] for c in body["citations"]]
+    assert len(studies) == len(set(studies))  # one reference per study
     assert 1 <= len(body["sentences"]) <= 4
     rebuilt = " ".join(f"{s['text']} [{s['marker']}]" for s in body["sentences"])
     assert rebuilt == body["answer"]
     for sentence in body["sentences"]:
-        citation = citations[sentence["marker"]]
-        quoted = [citation["text"][h["start"] : h["end"]] for h in citation["highlights"]]
+        passages = citations[sentence["marker"]]["passages"]
+        quoted = [p["text"][h["start"] : h["end"]] for p in passages for h in p["highlights"]]
         assert sentence["text"] in quoted  # highlighted where it was taken from
+        holder = next(p for p in passages if sentence["text"] in p["text"])
         for number in re.findall(r"\d[\d,.×⁰-⁹%]*", sentence["text"]):
-            assert number in citation["text"]
-    retrieved = [c["chunk_id"] for c in body["citations"]] + [
+            assert number in holder["text"]
+    for citation in body["citations"]:
+        quoted_passages = citation["passages"]
+        assert quoted_passages, citation
+        assert all(p["chunk_id"].startswith(citation["document_id"] + ":") for p in quoted_passages)
+        assert all(p["highlights"] for p in quoted_passages)  # only quoted passages
+        starts = [p["start"] for p in quoted_passages]
+        assert starts == sorted(starts)  # in the order they appear in the study
+    retrieved = [p["chunk_id"] for c in body["citations"] for p in c["passages"]] + [
         p["chunk_id"] for p in body["passages"]
     ]
     assert len(retrieved) == len(set(retrieved))
@@ -372,6 +383,9 @@ def test_reoperation_rate_answer(real_client: TestClient) -> None:
     assert "around 7%" in body["answer"]
     first = body["citations"][0]
     assert first["document_id"] == "zhang-2023"
+    # The issue's case: two quoted passages of one meta-analysis are one reference, not two.
+    assert [c["document_id"] for c in body["citations"]].count("zhang-2023") == 1
+    assert {s["marker"] for s in body["sentences"] if "reoperation" in s["text"]} == {1}
     assert first["study_type"] == "systematic review and meta-analysis"
     assert first["doi"] == "10.3389/fbioe.2023.1155357"
 

@@ -51,7 +51,7 @@ def test_without_a_reader_the_composer_quotes_the_best_sentence(tiny: Settings) 
     assert answer.status == "answered" and not answer.abstained
     assert answer.reading is None
     assert answer.sentences[0].text == REOPERATION
-    assert answer.citations[0].hit.document.id == "disc"
+    assert answer.citations[0].document.id == "disc"
     assert answer.text.startswith(REOPERATION + " [1]")
 
 
@@ -198,3 +198,43 @@ def test_bibliographic_question_is_answered_from_the_reference_line(tmp_path: Pa
     # Any other question about the same passage is still gated.
     other = engine.ask("How much did the knee cartilage injections cost?")
     assert other.status == "not_stated" and other.reading is not None and other.reading.gated
+
+
+def test_one_citation_per_study_with_every_quoted_passage(tiny: Settings) -> None:
+    """Two passages of one study quoted: one marker, one citation listing both passages in
+    the order they appear in the document, each with its quoted sentence highlighted."""
+    (tiny.corpus_dir / "knee.md").write_text(
+        "---\nid: knee\ntitle: Knee Cartilage\nyear: 2021\n---\n\n# Knee Cartilage\n\n"
+        "## Results\n\nStem cell injections reduced knee pain at six months.\n\n"
+        "## Safety\n\nStem cell injections caused knee swelling in two patients.\n",
+        encoding="utf-8",
+    )
+    answer = engine_with(tiny, None, max_answer_sentences=4).ask(
+        "Did stem cell injections reduce knee pain or cause knee swelling?"
+    )
+    knee = [c for c in answer.citations if c.document.id == "knee"]
+    assert len(knee) == 1
+    (citation,) = knee
+    assert citation.marker == 1
+    assert [p.hit.chunk.section for p in citation.passages] == ["Results", "Safety"]
+    quoted = [p.hit.chunk.text[h.start : h.end] for p in citation.passages for h in p.highlights]
+    assert quoted == [
+        "Stem cell injections reduced knee pain at six months.",
+        "Stem cell injections caused knee swelling in two patients.",
+    ]
+    own = [s for s in answer.sentences if s.marker == citation.marker]
+    assert [s.text for s in own] == quoted  # in the document's order, under one marker
+    assert answer.text.count("[1]") == 2
+    assert len({c.document.id for c in answer.citations}) == len(answer.citations)
+    assert [c.marker for c in answer.citations] == list(range(1, len(answer.citations) + 1))
+    assert citation.page_label is None  # Markdown has no pages
+    assert all(h.document.id != "knee" for h in answer.passages)  # quoted, not "other"
+
+
+def test_pages_label_merges_the_passages_pages() -> None:
+    from service.documents import PageSpan, pages_label
+
+    assert pages_label([]) is None
+    assert pages_label([PageSpan(4, 4), PageSpan(4, 4)]) == "p. 4"
+    assert pages_label([PageSpan(4, 5), PageSpan(7, 7), PageSpan(5, 6)]) == "pp. 4-7"
+    assert pages_label([PageSpan(7, 7), PageSpan(3, 4)]) == "pp. 3-4, 7"

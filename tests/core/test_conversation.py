@@ -409,6 +409,6 @@ def test_ask_in_context_keeps_to_the_documents_and_the_question(tmp_path: Path) 
     engine, _ = Engine.start(make_settings(tmp_path, CORPUS))
     answer = ask_in_context(engine, "side effects", "side effects low back pain", ["zhang-2023"])
     assert answer.question == "side effects"
-    assert all(c.hit.document.id == "zhang-2023" for c in answer.citations)
+    assert all(c.document.id == "zhang-2023" for c in answer.citations)
     assert all(p.document.id == "zhang-2023" for p in answer.passages)
     assert "retrieval" in answer.timings_ms and "total" in answer.timings_ms

@@ -202,6 +202,7 @@ def test_pages_reach_the_api_and_the_references(tmp_path: Path) -> None:
                         mode="bm25")  # fmt: skip
     assert answer.status == "answered"
     cited = answer.citations[0]
-    assert cited.hit.document.id == "lima-2024" and cited.pages is not None
-    assert cited.pages.first == expected
-    assert f"[{cited.marker}] ({cited.pages.label})" in reply_text(answer)
+    pages = cited.passages[0].pages
+    assert cited.document.id == "lima-2024" and pages is not None
+    assert pages.first == expected
+    assert f"[{cited.marker}] ({cited.page_label})" in reply_text(answer)

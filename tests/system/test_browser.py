@@ -208,6 +208,28 @@ def test_question_gets_a_cited_answer(desktop: Page) -> None:
     assert reply.locator("details.read-more[open]").count() == 0  # collapsed
 
 
+def test_one_source_card_per_study_with_its_quoted_passages(desktop: Page) -> None:
+    """Markers number studies: every sentence quoted from one study carries its marker, and its
+    one card lists each quoted passage with the quoted sentences marked."""
+    reply = ask(desktop, ON_TOPIC)
+    cards = reply.locator(".source-card")
+    studies = [cards.nth(i).get_attribute("data-document-id") for i in range(cards.count())]
+    assert studies and len(studies) == len(set(studies))
+    count = len(studies)
+    expect(reply.locator(".answer-label")).to_have_text(
+        f"Answer quoted from {count} {'study' if count == 1 else 'studies'}"
+    )
+    markers = {m.get_attribute("data-marker") for m in reply.locator(".answer-text .marker").all()}
+    assert markers == {str(n) for n in range(1, count + 1)}
+    passages = cards.first.locator(".card-passage")
+    assert passages.count() >= 2, "the reoperation answer quotes two passages of one study"
+    for i in range(passages.count()):
+        expect(passages.nth(i).locator("summary")).to_contain_text(f"Quoted passage {i + 1}")
+        assert passages.nth(i).locator("mark.hl").count() >= 1
+    reply.locator(".answer-text .marker").first.click()
+    expect(cards.first.locator("details.card-passage[open]")).to_have_count(passages.count())
+
+
 def test_marker_highlights_its_source_card(desktop: Page) -> None:
     reply = ask(desktop, ON_TOPIC)
     markers = reply.locator(".answer-text .marker")
@@ -380,9 +402,10 @@ def test_pages_of_a_pdf_source_are_shown(browser: Browser, server: str, problems
 
     def with_pages(route: Route) -> None:
         body = route.fetch().json()
-        first = body["citations"][0]
+        citation = body["citations"][0]
+        first = citation["passages"][0]
         first["page_start"], first["page_end"] = 2, 3
-        cited.update(first)
+        cited.update(first, document_id=citation["document_id"])
         route.fulfill(json=body)
 
     def paged_document(route: Route) -> None:
@@ -397,7 +420,7 @@ def test_pages_of_a_pdf_source_are_shown(browser: Browser, server: str, problems
     desktop.route("**/api/ask", with_pages, times=1)
     reply = ask(desktop, ON_TOPIC)
     card = reply.locator(".source-card").first
-    expect(card.locator(".card-meta .pages")).to_have_text("pp. 2-3")
+    expect(card.locator(".card-passage .passage-pages").first).to_have_text(", pp. 2-3")
     desktop.route(f"**/api/documents/{cited['document_id']}", paged_document, times=1)
     card.get_by_role("button", name="View in document").click()
     marker = desktop.locator(".doc-body .page-marker")

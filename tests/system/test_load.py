@@ -115,7 +115,12 @@ def client_thread(url: str, number: int, load: Load, requests: int) -> None:
             if kind == "ask":
                 if body["question"] != question:
                     load.problem(f"{where}: answered '{body['question']}'")
-                _check_passages(load, where, body["citations"] + body["passages"])
+                quoted = [
+                    {**p, "document_id": c["document_id"]}
+                    for c in body["citations"]
+                    for p in c["passages"]
+                ]
+                _check_passages(load, where, quoted + body["passages"])
             elif kind == "search":
                 if body["query"] != question:
                     load.problem(f"{where}: results for '{body['query']}'")
