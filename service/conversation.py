@@ -414,30 +414,45 @@ def _resolve_one(
 # -- answering -------------------------------------------------------------------------------
 
 
-def answer_resolved(engine: Engine, resolution: Resolution) -> ResolvedAnswer:
-    """Answer a resolved question (see the module docstring for the attempts)."""
+def answer_resolved(
+    engine: Engine,
+    resolution: Resolution,
+    k: int | None = None,
+    mode: str | None = None,
+    document_ids: Sequence[str] | None = None,
+) -> ResolvedAnswer:
+    """Answer a resolved question (see the module docstring for the attempts).
+
+    ``k`` and ``mode`` go to every retrieval; ``document_ids`` restricts a standalone question
+    (a follow-up is restricted to the previous answer's documents, within these when given).
+    """
     if not resolution.follow_up:
-        answer = engine.ask(resolution.question)
+        answer = engine.ask(resolution.question, k=k, mode=mode, document_ids=document_ids)
         return ResolvedAnswer(answer, resolution, "standalone", ["standalone"], resolution.question)
 
     started = time.perf_counter()
     documents = list(resolution.document_ids) if resolution.document_ids else None
+    if document_ids is not None:
+        allowed = set(document_ids)
+        documents = [d for d in documents if d in allowed] if documents else list(document_ids)
     focus_terms = set(content_terms(resolution.focus))
     attempts: list[str] = []
     last: Answer | None = None
 
     if focus_terms:
         attempts.append("focus")
-        last = engine.ask(resolution.focus, document_ids=documents)
+        last = engine.ask(resolution.focus, k=k, mode=mode, document_ids=documents)
         if _grounded(last, focus_terms):
             return _finish(last, resolution, "focus", attempts, resolution.focus)
 
     if resolution.topic:
         attempts.append("focus+topic")
         if focus_terms:
-            last = ask_in_context(engine, resolution.focus, resolution.retrieval_query, documents)
+            last = ask_in_context(
+                engine, resolution.focus, resolution.retrieval_query, documents, k=k, mode=mode
+            )
         else:  # "tell me more": nothing of its own to score sentences against
-            last = engine.ask(resolution.retrieval_query, document_ids=documents)
+            last = engine.ask(resolution.retrieval_query, k=k, mode=mode, document_ids=documents)
         if _grounded(last, focus_terms):
             return _finish(last, resolution, "focus+topic", attempts, resolution.retrieval_query)
 
@@ -473,9 +488,11 @@ def ask_in_context(
     question: str,
     retrieval_query: str,
     document_ids: Sequence[str] | None = None,
+    k: int | None = None,
+    mode: str | None = None,
 ) -> Answer:
     """Retrieve with ``retrieval_query``, then choose and score sentences against ``question``
     (:meth:`Engine.ask` with ``retrieval_query``). The coverage check sees the contextual
     query's retrieval signals, so callers must check the answer is grounded in the question's
     own words."""
-    return engine.ask(question, document_ids=document_ids, retrieval_query=retrieval_query)
+    return engine.ask(question, k, mode, document_ids, retrieval_query=retrieval_query)

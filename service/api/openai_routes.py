@@ -43,10 +43,9 @@ from service.api.openai_schemas import (
     Choice,
     ModelCard,
     ModelList,
-    ResolutionOut,
     Usage,
 )
-from service.api.schemas import CitationOut, clean_question
+from service.api.schemas import CitationOut, ResolutionOut, clean_question
 from service.api.state import app_state, ready_engine
 from service.conversation import ResolvedAnswer, Turn, answer_resolved, corpus_terms, resolve
 from service.conversation import message_text as _message_text
@@ -256,7 +255,7 @@ async def chat_completions(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     citations = [CitationOut.from_citation(c) for c in resolved.answer.citations]
-    info = _resolution_out(resolved)
+    info = ResolutionOut.of(resolved, engine.data.documents)
     abstained = resolved.answer.abstained
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -290,18 +289,6 @@ async def chat_completions(
 def _answer(engine: Engine, turns: list[Turn]) -> ResolvedAnswer:
     """Resolve and answer (in a worker thread: indexing the corpus words can take a while)."""
     return answer_resolved(engine, resolve(turns, corpus_terms(engine.data.documents)))
-
-
-def _resolution_out(resolved: ResolvedAnswer) -> ResolutionOut:
-    r = resolved.resolution
-    return ResolutionOut(
-        question=r.question,
-        follow_up=r.follow_up,
-        reason=r.reason,
-        retrieval_query=resolved.retrieval_query,
-        document_ids=list(r.document_ids) if r.document_ids else None,
-        strategy=resolved.strategy,
-    )
 
 
 async def _stream(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.answering import AnswerStatus
-from service.api.schemas import CitationOut
+from service.api.schemas import CitationOut, ResolutionOut
 
 # -- request models --------------------------------------------------------------------------
 
@@ -102,21 +102,6 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-
-
-class ResolutionOut(BaseModel):
-    """How the question was read (extra field; standard clients ignore it)."""
-
-    question: str
-    follow_up: bool
-    reason: str
-    retrieval_query: str | None = Field(
-        description="What retrieval ran with (null when a follow-up found nothing)."
-    )
-    document_ids: list[str] | None = Field(
-        description="Documents retrieval was restricted to (those the previous answer cited)."
-    )
-    strategy: str = Field(description="standalone, focus, focus+topic, or none (abstained).")
 
 
 class ChatCompletion(BaseModel):

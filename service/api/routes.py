@@ -24,12 +24,14 @@ from service.api.schemas import (
     PageOffsets,
     PassageOut,
     Ready,
+    ResolutionOut,
     SearchResponse,
     SourceFields,
     clean_question,
 )
 from service.api.state import AppState, app_state, ready_engine
 from service.config import Settings
+from service.conversation import ResolvedAnswer, Turn, answer_resolved, corpus_terms, resolve
 from service.engine import Engine
 from service.retrieval import UnknownDocumentError
 
@@ -77,6 +79,8 @@ async def ask(body: AskRequest, engine: EngineDep) -> AskResponse | JSONResponse
     refused = over_limits(engine.settings, body.question, "question", body.top_k)
     if refused is not None:
         return refused
+    if body.history:
+        return await _ask_in_conversation(body, engine)
     try:
         answer = await run_in_threadpool(
             engine.ask, body.question, body.top_k, body.mode, body.document_ids
@@ -84,6 +88,35 @@ async def ask(body: AskRequest, engine: EngineDep) -> AskResponse | JSONResponse
     except UnknownDocumentError as exc:
         return invalid("document_ids", str(exc))
     return AskResponse.from_answer(answer)
+
+
+async def _ask_in_conversation(body: AskRequest, engine: Engine) -> AskResponse | JSONResponse:
+    """A question with the conversation before it: read as a follow-up when it leans on the
+    earlier turns (:mod:`service.conversation`, the same reading as ``/v1/chat/completions``)."""
+    history = body.history or []
+    for n, turn in enumerate(history):
+        if turn.role == "user" and len(turn.text) > engine.settings.max_question_chars:
+            return invalid(
+                f"history.{n}.text",
+                f"must be at most {engine.settings.max_question_chars} characters",
+            )
+    turns = [
+        Turn(t.role, t.text, tuple(t.document_ids) if t.document_ids is not None else None)
+        for t in history
+    ]
+    turns.append(Turn("user", body.question))
+
+    def answer() -> ResolvedAnswer:
+        resolution = resolve(turns, corpus_terms(engine.data.documents))
+        return answer_resolved(engine, resolution, body.top_k, body.mode, body.document_ids)
+
+    try:
+        resolved = await run_in_threadpool(answer)
+    except UnknownDocumentError as exc:
+        return invalid("document_ids", str(exc))
+    return AskResponse.from_answer(
+        resolved.answer, ResolutionOut.of(resolved, engine.data.documents)
+    )
 
 
 @router.get("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["questions"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from service.answering import Answer, AnswerStatus, Citation, QuotedPassage
 from service.api.errors import ErrorDetail, ErrorResponse
 from service.config import RetrievalMode
+from service.conversation import ResolvedAnswer
 from service.documents import Document, PageSpan
 from service.retrieval import Hit
 
@@ -26,6 +28,37 @@ def clean_question(value: str) -> str:
     if not cleaned:
         raise ValueError("must contain some text (it is empty or only whitespace)")
     return cleaned
+
+
+#: Earlier turns a request may send with a question (the page sends its latest ones).
+MAX_HISTORY_TURNS = 20
+
+
+class HistoryTurn(BaseModel):
+    """One earlier message of the conversation, as the page keeps it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    text: str = Field(
+        "",
+        max_length=20_000,
+        description="A user turn: the question as asked. An assistant turn: its answer text "
+        "(optional when `document_ids` is sent).",
+    )
+    document_ids: list[str] | None = Field(
+        None,
+        max_length=100,
+        description="An assistant turn: the `document_id` of each citation it gave.",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _clean(cls, value: str) -> str:
+        try:
+            return clean_question(value)
+        except ValueError:
+            return ""
 
 
 class AskRequest(BaseModel):
@@ -49,6 +82,15 @@ class AskRequest(BaseModel):
     )
     document_ids: list[str] | None = Field(
         None, max_length=100, description="Only search these documents."
+    )
+    history: list[HistoryTurn] | None = Field(
+        None,
+        max_length=MAX_HISTORY_TURNS,
+        description=(
+            "The conversation so far, oldest first, so a follow-up ('how many patients were in "
+            "that study?') is read in its context; omitted or empty: the question stands alone. "
+            f"At most {MAX_HISTORY_TURNS} turns (send the latest)."
+        ),
     )
 
     @field_validator("question", mode="before")
@@ -199,6 +241,39 @@ class ReadingOut(BaseModel):
     )
 
 
+class ResolutionOut(BaseModel):
+    """How a question in a conversation was read."""
+
+    question: str
+    follow_up: bool
+    reason: str
+    retrieval_query: str | None = Field(
+        description="What retrieval ran with (null when a follow-up found nothing)."
+    )
+    document_ids: list[str] | None = Field(
+        description="Documents retrieval was restricted to (those the previous answer cited)."
+    )
+    about: list[str] = Field(
+        description="Those documents as a reader names them ('Zhang et al. 2023'); empty for "
+        "a question read on its own."
+    )
+    strategy: str = Field(description="standalone, focus, focus+topic, or none (abstained).")
+
+    @classmethod
+    def of(cls, resolved: ResolvedAnswer, documents: Mapping[str, Document]) -> ResolutionOut:
+        r = resolved.resolution
+        ids = list(r.document_ids) if r.follow_up and r.document_ids else None
+        return cls(
+            question=r.question,
+            follow_up=r.follow_up,
+            reason=r.reason,
+            retrieval_query=resolved.retrieval_query,
+            document_ids=ids,
+            about=[documents[i].short_label for i in ids or () if i in documents],
+            strategy=resolved.strategy,
+        )
+
+
 class AskResponse(BaseModel):
     question: str
     answer: str
@@ -226,11 +301,16 @@ class AskResponse(BaseModel):
     reader: ReadingOut | None = Field(
         description="What the reader made of the candidates; null when it is off or not reached."
     )
+    resolution: ResolutionOut | None = Field(
+        None,
+        description="How the question was read when a `history` was sent: as a follow-up "
+        "(about the documents of the previous answer) or as a question of its own.",
+    )
     disclaimer: str
     timings_ms: dict[str, float]
 
     @classmethod
-    def from_answer(cls, answer: Answer) -> AskResponse:
+    def from_answer(cls, answer: Answer, resolution: ResolutionOut | None = None) -> AskResponse:
         return cls(
             question=answer.question,
             answer=answer.text,
@@ -243,6 +323,7 @@ class AskResponse(BaseModel):
             missing_terms=list(answer.missing_terms),
             coverage=CoverageOut(**answer.coverage.__dict__),
             reader=ReadingOut(**answer.reading.__dict__) if answer.reading else None,
+            resolution=resolution,
             disclaimer=answer.disclaimer,
             timings_ms=answer.timings_ms,
         )
@@ -298,6 +379,9 @@ class Limits(BaseModel):
     )
     top_k: int = Field(description="Passages returned when a request names none (QA_TOP_K).")
     max_top_k: int = Field(description="Largest top_k a request may ask for (QA_MAX_TOP_K).")
+    max_history_turns: int = Field(
+        MAX_HISTORY_TURNS, description="Most earlier turns a question may bring (`history`)."
+    )
 
 
 class Health(BaseModel):

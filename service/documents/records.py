@@ -35,6 +35,26 @@ def pages_label(spans: list[PageSpan]) -> str | None:
     return ("p. " if len(pages) == 1 else "pp. ") + ", ".join(parts)
 
 
+def family_name(author: str) -> str:
+    """The family name in an author string as reference lists write them: "Zhang W" and
+    "El-Assaad F" (Vancouver: family name, then initials) -> "Zhang", "El-Assaad"; "Smith,
+    John" -> "Smith"; "John Smith" -> "Smith"."""
+    author = author.strip()
+    if "," in author:
+        return author.split(",", 1)[0].strip()
+    parts = author.split()
+    if len(parts) > 1 and all(_initials(p) for p in parts[1:]):
+        return " ".join(parts[:1])
+    if len(parts) > 1 and _initials(parts[-1]):  # "van der Berg JM"
+        return " ".join(p for p in parts if not _initials(p))
+    return parts[-1] if parts else author
+
+
+def _initials(token: str) -> bool:
+    letters = token.replace(".", "").replace("-", "")
+    return 0 < len(letters) <= 3 and letters.isalpha() and letters.isupper()
+
+
 @dataclass(frozen=True)
 class Document:
     """One article: its citation metadata and its Markdown text (headings as ``#`` lines)."""
@@ -84,6 +104,20 @@ class Document:
             return None
         end = self.pages[page] if page < len(self.pages) else len(self.text)
         return self.pages[page - 1], end
+
+    @property
+    def short_label(self) -> str:
+        """How a reader names the study in passing: "Zhang et al. 2023", "Ames 2021", or the
+        title when there are no authors."""
+        if not self.authors:
+            name = self.title if len(self.title) <= 60 else self.title[:57].rstrip() + "..."
+        else:
+            name = family_name(self.authors[0])
+            if len(self.authors) == 2:
+                name += f" and {family_name(self.authors[1])}"
+            elif len(self.authors) > 2:
+                name += " et al."
+        return f"{name} {self.year}" if self.year else name
 
     @property
     def pubmed_url(self) -> str | None:

@@ -187,6 +187,7 @@
     question: document.getElementById("question"),
     send: document.getElementById("send"),
     charCount: document.getElementById("char-count"),
+    newConversation: document.getElementById("new-conversation"),
     disclaimerText: document.getElementById("disclaimer-text"),
     dock: document.getElementById("dock"),
     navChat: document.getElementById("nav-chat"),
@@ -284,6 +285,13 @@
 
   let busy = false;
   let messageSeq = 0;
+  /**
+   * The conversation so far, sent with each question so a follow-up ("how many patients were
+   * in that study?") is read in context: user turns with their text, assistant turns with the
+   * studies they cited. Only the latest `maxHistoryTurns` are sent.
+   */
+  let history = [];
+  let maxHistoryTurns = 20;
 
   function setBusy(value) {
     busy = value;
@@ -311,6 +319,9 @@
         maxQuestionChars = limits.max_question_chars;
         els.question.maxLength = maxQuestionChars;
         updateCharCount();
+      }
+      if (Number.isInteger(limits.max_history_turns) && limits.max_history_turns >= 0) {
+        maxHistoryTurns = limits.max_history_turns;
       }
     } catch (err) {
       // Not ready yet or unreachable: the first answer will say so.
@@ -371,15 +382,25 @@
     scrollIntoViewSoft(pending, "end");
     let reply;
     try {
+      const sent = maxHistoryTurns > 0 ? history.slice(-maxHistoryTurns) : [];
       const data = await api("api/ask", {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ question }),
+        body: JSON.stringify(sent.length ? { question, history: sent } : { question }),
       });
       if (!Array.isArray(data.sentences) || typeof data.abstained !== "boolean") {
         throw new ApiError("format", 200, data);
       }
       reply = renderAnswer(data);
+      history.push(
+        { role: "user", text: question },
+        {
+          role: "assistant",
+          text: data.answer || "",
+          document_ids: (data.citations || []).map((c) => c.document_id),
+        },
+      );
+      els.newConversation.hidden = false;
       if (typeof data.disclaimer === "string" && data.disclaimer.trim()) {
         els.disclaimerText.textContent = data.disclaimer;
       }
@@ -435,6 +456,8 @@
     li.append(article);
 
     const status = data.answer_status || (data.abstained ? "not_covered" : "answered");
+    const note = followUpNote(data.resolution);
+    if (note) article.append(note);
     if (status === "not_stated") {
       li.classList.add("is-abstained", "is-not-stated");
       article.append(
@@ -485,6 +508,30 @@
       article.append(h("p", { class: "answer-disclaimer" }, data.disclaimer));
     }
     return li;
+  }
+
+  /** "Read as a follow-up about: Zhang et al. 2023" above an answer read in context. */
+  function followUpNote(resolution) {
+    if (!resolution || !resolution.follow_up) return null;
+    const about = Array.isArray(resolution.about) ? resolution.about.filter((a) => typeof a === "string") : [];
+    return h(
+      "p",
+      { class: "follow-up-note", title: resolution.reason || "" },
+      h("span", { class: "follow-up-icon", "aria-hidden": "true", text: "↳" }),
+      about.length
+        ? ["Read as a follow-up about: ", h("strong", {}, about.join("; "))]
+        : "Read as a follow-up to your earlier question",
+    );
+  }
+
+  /** Forget the conversation: the next question stands alone. */
+  function newConversation() {
+    if (busy) return;
+    history = [];
+    els.conversation.replaceChildren();
+    els.welcome.hidden = false;
+    els.newConversation.hidden = true;
+    els.question.focus();
   }
 
   function markerButton(messageId, citation) {
@@ -992,6 +1039,7 @@
       autoGrow();
       updateCharCount();
     });
+    els.newConversation.addEventListener("click", newConversation);
 
     const skip = document.querySelector(".skip-link");
     skip.addEventListener("click", (event) => {

@@ -215,6 +215,7 @@ def test_limits_come_from_the_settings(tmp_path: Path) -> None:
             "max_question_chars": 50,
             "top_k": 3,
             "max_top_k": 7,
+            "max_history_turns": 20,
         }
         long = "What was the reoperation rate after MSC disc injection, in detail?"
         assert len(long) > 50

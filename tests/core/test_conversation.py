@@ -335,7 +335,7 @@ def in_context(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     """Replace ask_in_context with a scripted one; the list holds (answer to give, calls)."""
     script: list[Any] = [None, []]
 
-    def fake(engine: Any, question: str, query: str, document_ids: Any = None) -> Answer:
+    def fake(engine: Any, question: str, query: str, document_ids: Any = None, **_: Any) -> Answer:
         script[1].append((question, query, document_ids))
         answer: Answer = script[0]
         return answer

@@ -59,6 +59,8 @@ READY_TIMEOUT_S = float(os.environ.get("QA_BROWSER_READY_TIMEOUT", "180"))
 ANSWER_TIMEOUT_MS = 30_000
 ON_TOPIC = "What was the reoperation rate after MSC disc injection?"
 OFF_TOPIC = "What is the capital of France?"
+BACK_PAIN = "Does MSC therapy help with low back pain?"
+FOLLOW_UP = "How many patients were in that study?"
 # The documents discuss disc injections, but never ibuprofen: the reader declines it.
 NOT_STATED = "What is the recommended ibuprofen dose after a disc injection?"
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
@@ -247,6 +249,39 @@ def test_marker_highlights_its_source_card(desktop: Page) -> None:
         expect(marker).to_have_class(re.compile(r"\bis-current\b"))
 
 
+def test_follow_up_is_read_in_context_until_a_new_conversation(
+    browser: Browser, server: str, problems: Problems
+) -> None:
+    page = _open(browser, server, problems, DESKTOP)  # a conversation of its own
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda r: sent.append(r.post_data_json) if r.url.endswith("/api/ask") else None,
+    )
+    try:
+        expect(page.locator("#new-conversation")).to_be_hidden()
+        first = ask(page, BACK_PAIN)
+        expect(first.locator(".follow-up-note")).to_have_count(0)
+        expect(page.locator("#new-conversation")).to_be_visible()
+        reply = ask(page, FOLLOW_UP)
+        expect(reply.locator(".follow-up-note")).to_contain_text("Zhang et al. 2023")
+        expect(reply.locator(".answer-text")).to_contain_text("245")
+        assert sent[0] == {"question": BACK_PAIN}
+        history = sent[1]["history"]
+        assert [t["role"] for t in history] == ["user", "assistant"]
+        assert history[0]["text"] == BACK_PAIN and history[1]["document_ids"] == ["zhang-2023"]
+
+        page.locator("#new-conversation").click()
+        expect(page.locator("#conversation > li")).to_have_count(0)
+        expect(page.locator("#welcome")).to_be_visible()
+        expect(page.locator("#new-conversation")).to_be_hidden()
+        again = ask(page, FOLLOW_UP)
+        expect(again.locator(".follow-up-note")).to_have_count(0)
+        assert sent[2] == {"question": FOLLOW_UP}  # the old conversation is forgotten
+    finally:
+        page.context.close()
+
+
 def test_unrelated_question_shows_the_abstained_state(desktop: Page) -> None:
     reply = ask(desktop, OFF_TOPIC)
     expect(reply).to_have_class(re.compile(r"\bis-abstained\b"))
@@ -379,7 +414,7 @@ def test_view_in_document_highlights_the_cited_passage(desktop: Page) -> None:
     reply = ask(desktop, ON_TOPIC)
     conversation_size = desktop.locator("#conversation > li").count()
     card = reply.locator(".source-card").first
-    card.locator(".card-passage summary").click()
+    card.locator(".card-passage summary").first.click()
     quoted = " ".join(t.strip() for t in card.locator("mark.hl").all_text_contents())
     card.get_by_role("button", name="View in document").click()
 
