@@ -114,23 +114,36 @@ class ServiceMetrics:
             buckets=STAGE_BUCKETS,
             registry=registry,
         )
-        for endpoint in ANSWER_ENDPOINTS:  # every outcome listed from the start, at 0
-            for outcome in ANSWER_STATUSES:
-                self.answers.labels(endpoint, outcome)
+        # The labelled series, looked up once (labels() costs more than the update itself);
+        # every outcome is listed from the start, at 0. The label values are bounded.
+        self._answer_series = {
+            (endpoint, outcome): self.answers.labels(endpoint, outcome)
+            for endpoint in ANSWER_ENDPOINTS
+            for outcome in ANSWER_STATUSES
+        }
+        self._stage_series = {stage: self.stages.labels(stage) for stage in STAGES}
+        self._request_series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         registry.register(IndexCollector(state, reindexer))
         ProcessCollector(registry=registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method if method in METHODS else OTHER, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.latency.labels(*labels).observe(seconds)
+        series = self._request_series.get(labels)
+        if series is None:  # two threads may both get here: labels() gives both the same
+            series = self.requests.labels(*labels), self.latency.labels(*labels)
+            self._request_series[labels] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def observe_answer(self, endpoint: str, answer: Answer) -> None:
-        self.answers.labels(endpoint, answer.status).inc()
-        for stage in STAGES:
+        counter = self._answer_series.get((endpoint, answer.status))
+        if counter is None:  # pragma: no cover - every endpoint and outcome is listed
+            counter = self.answers.labels(endpoint, answer.status)
+        counter.inc()
+        for stage, histogram in self._stage_series.items():
             ms = answer.timings_ms.get(stage)
             if ms is not None:
-                self.stages.labels(stage).observe(ms / 1000)
+                histogram.observe(ms / 1000)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format ``accept`` asks for (Prometheus text by default)."""
