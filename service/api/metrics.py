@@ -6,8 +6,8 @@ is kept, all in base units (seconds):
 
 - ``qa_http_requests_total`` and ``qa_http_request_duration_seconds``, by ``method``,
   ``route`` and ``status``: every HTTP request, 429s and 500s included, timed by the outermost
-  middleware (:class:`MetricsMiddleware`) from the first byte in to the last byte out, so a
-  streamed reply is timed to its end. ``route`` is the route's template
+  middleware (:class:`MetricsMiddleware`) from when the app gets the request to its last byte
+  out, so a streamed reply is timed to its end. ``route`` is the route's template
   (``/api/documents/{document_id}``), never the raw path, and ``other`` for paths no route
   matches; ``method`` is one of the standard ones or ``other``. The label values are bounded.
 - ``qa_answers_total`` by ``endpoint`` (``/api/ask``, ``/v1/chat/completions``) and
@@ -24,9 +24,10 @@ is kept, all in base units (seconds):
   ``process_*`` metrics (CPU, memory, open files) of the serving process.
 
 ``/metrics`` is not under ``/api/`` or ``/v1/``, so the rate limit never counts it. With
-``QA_METRICS_AUTH=admin`` it needs the admin token (:func:`service.api.admin_routes.
-require_admin`: 401 in the service's error format without it); with ``QA_METRICS=off`` nothing
-is kept and it answers 404. It is left out of the OpenAPI schema.
+``QA_METRICS_AUTH=admin`` it needs the admin token (the admin endpoints' own check,
+:func:`~service.api.admin_routes.require_admin`: 401 in the service's error format without
+it); with ``QA_METRICS=off`` nothing is kept and it answers 404. It is left out of the OpenAPI
+schema.
 """
 
 from __future__ import annotations
