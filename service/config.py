@@ -278,6 +278,23 @@ class Settings(BaseSettings):
         ),
     )
 
+    metrics: Literal["on", "off"] = Field(
+        "on",
+        description=(
+            "'on': GET /metrics serves live Prometheus metrics (requests, latency, answer "
+            "outcomes, stage timings, the index in service, re-index outcomes; see "
+            "service/api/metrics.py); 'off': no metrics are kept and /metrics answers 404."
+        ),
+    )
+    metrics_auth: Literal["none", "admin"] = Field(
+        "none",
+        description=(
+            "Who may read GET /metrics: 'none' (anyone who can reach the port; it is never "
+            "rate limited) or 'admin' (only with Authorization: Bearer <QA_ADMIN_TOKEN>, which "
+            "must then be set; otherwise 401)."
+        ),
+    )
+
     @field_validator("admin_token")
     @classmethod
     def _token_not_blank(cls, value: str | None) -> str | None:
@@ -350,6 +367,15 @@ class Settings(BaseSettings):
     def _top_k_within_max(self) -> Settings:
         if self.top_k > self.max_top_k:
             raise ValueError(f"top_k ({self.top_k}) must not exceed max_top_k ({self.max_top_k})")
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_token_set(self) -> Settings:
+        if self.metrics_auth == "admin" and not self.admin_token:
+            raise ValueError(
+                "QA_METRICS_AUTH=admin needs QA_ADMIN_TOKEN (the token /metrics then asks for); "
+                "set it or use QA_METRICS_AUTH=none"
+            )
         return self
 
 

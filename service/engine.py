@@ -119,11 +119,17 @@ class Engine:
     ) -> SearchResult:
         retriever = self.retriever
         started = time.perf_counter()
+        vector = retriever.embed_query(query)
+        encode_ms = (time.perf_counter() - started) * 1000
         result = retriever.run(
-            query, k or self.settings.top_k, mode or self.settings.default_mode, document_ids
+            query,
+            k or self.settings.top_k,
+            mode or self.settings.default_mode,
+            document_ids,
+            query_vector=vector,
         )
         elapsed = round((time.perf_counter() - started) * 1000, 3)
-        return replace(result, timings_ms={"retrieval": elapsed})
+        return replace(result, timings_ms={"retrieval": elapsed, "encode": round(encode_ms, 3)})
 
     def ask(
         self,
@@ -142,15 +148,22 @@ class Engine:
         """
         retriever = self.retriever
         started = time.perf_counter()
+        query = retrieval_query or question
+        vector = retriever.embed_query(query)  # timed on its own: the encoder's share
+        encode_ms = (time.perf_counter() - started) * 1000
         result = retriever.run(
-            retrieval_query or question,
+            query,
             k or self.settings.top_k,
             mode or self.settings.default_mode,
             document_ids,
+            query_vector=vector,
         )
         retrieval_ms = (time.perf_counter() - started) * 1000
         if retrieval_query is not None and retrieval_query != question:
-            result = replace(result, query=question, query_vector=retriever.embed_query(question))
+            encode_started = time.perf_counter()
+            vector = retriever.embed_query(question)
+            encode_ms += (time.perf_counter() - encode_started) * 1000
+            result = replace(result, query=question, query_vector=vector)
         data = retriever.data
         vectors = [data.chunk_sentence_vectors(h.chunk_index) for h in result.hits]
         answer = compose_answer(
@@ -164,5 +177,6 @@ class Engine:
             retriever.knows,
         )
         answer.timings_ms["retrieval"] = round(retrieval_ms, 3)
+        answer.timings_ms["encode"] = round(encode_ms, 3)
         answer.timings_ms["total"] = round((time.perf_counter() - started) * 1000, 3)
         return answer

@@ -6,6 +6,8 @@ engine on the new index. Questions keep being answered from the old index until 
 second run while one is going raises :class:`ReindexBusy`; a failed run leaves the index in
 service untouched and is reported as a :class:`ReindexOutcome` with its error and per-file
 problems. The admin endpoint (:mod:`service.api.admin_routes`) only shapes these for HTTP.
+:attr:`Reindexer.counts` keeps how many runs ended each way (:data:`OUTCOMES`) since start-up,
+for the metrics (:mod:`service.api.metrics`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from service.config import Settings
 from service.documents import LoadProblem
@@ -41,6 +43,14 @@ class CorpusChange(Protocol):
     def finish(self) -> None: ...
 
 
+#: How a re-index can end: ``succeeded`` (a new build in service whose corpus differs from the
+#: one before, or the first one served), ``unchanged`` (rebuilt and swapped in, but the corpus is
+#: the same as before), ``failed`` (the index in service is untouched) or ``busy`` (refused:
+#: another re-index was running).
+ReindexResultKind = Literal["succeeded", "unchanged", "failed", "busy"]
+OUTCOMES: tuple[ReindexResultKind, ...] = get_args(ReindexResultKind)
+
+
 class ReindexBusy(RuntimeError):
     """A re-index is already running."""
 
@@ -60,6 +70,7 @@ class ReindexOutcome:
     report: BuildReport | None = None
     error: str | None = None
     problems: list[LoadProblem] = field(default_factory=list)
+    kind: ReindexResultKind = "failed"
 
     @property
     def ok(self) -> bool:
@@ -76,6 +87,12 @@ class Reindexer:
     done: int = 0
     total: int = 0
     last: ReindexOutcome | None = None
+    counts: dict[ReindexResultKind, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    _counts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _count(self, kind: ReindexResultKind) -> None:
+        with self._counts_lock:
+            self.counts[kind] += 1
 
     def progress(self, stage: str, done: int, total: int) -> None:
         self.stage, self.done, self.total = stage, done, total
@@ -89,10 +106,12 @@ class Reindexer:
         ``change`` (files added to or removed from the corpus folder) is applied first, while
         no other re-index can start, and undone if the rebuild fails."""
         if not self.lock.acquire(blocking=False):
+            self._count("busy")
             raise ReindexBusy(self.started_at)
         started_at = now()
         started = time.perf_counter()
         previous = engine.data.path.name if engine is not None else None
+        previous_corpus = engine.data.manifest.corpus_hash if engine is not None else None
         try:
             self.started_at, self.stage, self.done, self.total = started_at, None, 0, 0
             log.info("re-index started")
@@ -121,6 +140,7 @@ class Reindexer:
                     previous,
                     error=message,
                     problems=problems,
+                    kind="failed",
                 )
             else:
                 if change is not None:
@@ -133,10 +153,17 @@ class Reindexer:
                     len(report.problems),
                     report.seconds,
                 )
+                changed = previous_corpus is None or m.corpus_hash != previous_corpus
                 outcome = ReindexOutcome(
-                    started_at, now(), round(report.seconds, 3), previous, report=report
+                    started_at,
+                    now(),
+                    round(report.seconds, 3),
+                    previous,
+                    report=report,
+                    kind="succeeded" if changed else "unchanged",
                 )
             self.last = outcome
+            self._count(outcome.kind)
             return outcome, engine
         finally:
             self.started_at = None

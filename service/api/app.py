@@ -4,22 +4,26 @@ Every response carries ``X-Content-Type-Options: nosniff``, a Content-Security-P
 ``Server`` header (``service serve`` also turns off uvicorn's). CORS is off unless
 ``cors_origins`` lists origins; the per-client rate limit is off unless
 ``rate_limit_per_minute`` is set (see :mod:`service.api.ratelimit`); the admin endpoints are
-off unless ``admin_token`` is set (see :mod:`service.api.admin_routes`).
+off unless ``admin_token`` is set (see :mod:`service.api.admin_routes`). ``GET /metrics``
+serves Prometheus metrics from a registry of the app's own unless ``metrics`` is off (see
+:mod:`service.api.metrics`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Mount, Route
 
 from service import __version__
 from service.api.admin_routes import ADMIN_PREFIX, admin_disabled_router, admin_router
@@ -29,6 +33,12 @@ from service.api.errors import (
     internal_error,
     too_large,
     too_large_detail,
+)
+from service.api.metrics import (
+    MetricsMiddleware,
+    ServiceMetrics,
+    metrics_disabled_router,
+    metrics_router,
 )
 from service.api.openai_routes import auth_failure, openai_router
 from service.api.ratelimit import RateLimitMiddleware, is_limited_path
@@ -191,6 +201,14 @@ def _document_rate_limit(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _flat_routes(app: FastAPI, routers: Sequence[APIRouter]) -> list[BaseRoute]:
+    """The app's routes in the order the router tries them: its own (the docs), those of the
+    included ``routers``, then the mounts (the static files). For the metrics' templates."""
+    own = [r for r in app.router.routes if isinstance(r, Route)]
+    mounts = [r for r in app.router.routes if isinstance(r, Mount)]
+    return [*own, *(r for included in routers for r in included.routes), *mounts]
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -232,12 +250,25 @@ def create_app(
     )
     app.state.qa = state
     app.state.reindex = Reindexer()
+    # One registry per app (not prometheus_client's global one): apps never share counts.
+    metrics = (
+        ServiceMetrics(CollectorRegistry(), state, app.state.reindex)
+        if settings.metrics == "on"
+        else None
+    )
+    app.state.metrics = metrics
     app.include_router(router)
     app.include_router(openai_router)
     if settings.admin_token:
         app.include_router(admin_router)
     else:
         app.include_router(admin_disabled_router)
+    metrics_routes = (
+        metrics_router(protected=settings.metrics_auth == "admin")
+        if metrics is not None
+        else metrics_disabled_router
+    )
+    app.include_router(metrics_routes)
 
     install_handlers(app, auth_failure)
 
@@ -247,8 +278,9 @@ def create_app(
     static_dir = resources.files("service") / "static"
     app.mount("/static", StaticFiles(directory=str(static_dir)), name="static")
     # Each add_middleware wraps the ones added before it, so the order from the outside in is:
-    # security headers (on every response, 500s included) -> CORS (when origins are set) ->
-    # rate limit (before any body is read) -> body limit -> routes.
+    # metrics (when on: every request, timed to its last byte) -> security headers (on every
+    # response, 500s included) -> CORS (when origins are set) -> rate limit (before any body
+    # is read) -> body limit -> routes.
     # An upload carries a file (up to QA_MAX_FILE_BYTES) and its metadata in a multipart form.
     upload_limit = settings.max_file_bytes + 2 * settings.max_body_bytes
     app.add_middleware(
@@ -268,4 +300,9 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware)
+    if metrics is not None:
+        # The routers included above, for the templates of requests answered before routing.
+        admin = admin_router if settings.admin_token else admin_disabled_router
+        routes = _flat_routes(app, [router, openai_router, admin, metrics_routes])
+        app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app

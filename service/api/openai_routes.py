@@ -35,6 +35,7 @@ from fastapi.responses import StreamingResponse
 
 from service.answering import Answer
 from service.api.errors import OpenAIErrorResponse, openai_fail
+from service.api.metrics import record_answer
 from service.api.openai_schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -245,6 +246,7 @@ async def chat_completions(
         resolved = await run_in_threadpool(_answer, engine, turns)
     except ValueError as exc:  # pragma: no cover - _turns already refused these
         raise openai_fail(400, str(exc), param="messages") from None
+    record_answer(request, "/v1/chat/completions", resolved.answer)
     content = reply_text(resolved.answer)
     prompt_words = sum(_words(t.text) for t in turns)
     usage = Usage(

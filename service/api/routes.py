@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from service.api.errors import invalid
+from service.api.metrics import record_answer
 from service.api.schemas import (
     AskRequest,
     AskResponse,
@@ -74,7 +75,7 @@ def _require_json(request: Request) -> None:
     tags=["questions"],
     dependencies=[Depends(_require_json)],
 )
-async def ask(body: AskRequest, engine: EngineDep) -> AskResponse | JSONResponse:
+async def ask(body: AskRequest, engine: EngineDep, request: Request) -> AskResponse | JSONResponse:
     """Answer a question with sentences quoted from the corpus, each cited."""
     refused = over_limits(engine.settings, body.question, "question", body.top_k)
     if refused is not None:
@@ -87,6 +88,7 @@ async def ask(body: AskRequest, engine: EngineDep) -> AskResponse | JSONResponse
         )
     except UnknownDocumentError as exc:
         return invalid("document_ids", str(exc))
+    record_answer(request, "/api/ask", answer)
     return AskResponse.from_answer(answer)
 
 

@@ -80,6 +80,7 @@ def test_report_has_every_section(report: BenchReport) -> None:
     meta = report.meta
     assert meta.machine.cores is not None and meta.machine.cores >= 1
     assert meta.settings.model == "hash"
+    assert meta.settings.metrics == "on"  # QA_METRICS of the servers measured
 
 
 def test_startup_figures(report: BenchReport) -> None:
@@ -275,3 +276,4 @@ def test_markdown_names_the_machine(report: BenchReport) -> None:
     text = format_markdown(report)
     assert report.meta.machine.cpu in text
     assert "median of repeated runs" in text
+    assert "query batching on, metrics on." in text

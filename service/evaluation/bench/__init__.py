@@ -154,6 +154,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
             query_batch_workers=s.query_batch_workers,
             corpus_dir=str(s.corpus_dir),
             index_dir=str(s.index_dir),
+            metrics=s.metrics,
         ),
         config=config,
         noise="median of repeated runs with min and max; other work may share the machine",

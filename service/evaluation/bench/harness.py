@@ -80,6 +80,7 @@ _ENV_FIELDS = (
     "reader_threshold",
     "reader_max_candidates",
     "reader_threads",
+    "metrics",
 )
 
 

@@ -121,13 +121,14 @@ def _fmt(value: Summary | float | str | None, digits: int = 1) -> str:
 def format_markdown(report: BenchReport) -> str:
     meta = report.meta
     m = meta.machine
+    metrics = "" if meta.settings.metrics is None else f", metrics {meta.settings.metrics}"
     lines = [
         "# Benchmark",
         "",
         f"{meta.started_at}; {m.cpu}, {m.cores} cores, {m.memory_gb} GB; "
         f"Python {m.python}; model `{meta.settings.model}`, encoder backend "
         f"`{meta.settings.encoder_backend}`, query batching "
-        f"{'on' if meta.settings.query_batching else 'off'}. Load average at start "
+        f"{'on' if meta.settings.query_batching else 'off'}{metrics}. Load average at start "
         f"{meta.load_average_start}, at end {meta.load_average_end}.",
         "",
         "Figures are the median of repeated runs with (min-max); the machine may be shared, "

@@ -259,6 +259,8 @@ class RunSettings(Record):
     query_batch_workers: int
     corpus_dir: str
     index_dir: str
+    # QA_METRICS of the servers measured (None in reports from before /metrics existed).
+    metrics: str | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass
