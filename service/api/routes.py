@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from service.api.errors import invalid
 from service.api.metrics import record_answer
 from service.api.schemas import (
+    MAX_HISTORY_TURNS,
     AskRequest,
     AskResponse,
     ChunkOffsets,
@@ -81,7 +82,7 @@ async def ask(body: AskRequest, engine: EngineDep, request: Request) -> AskRespo
     if refused is not None:
         return refused
     if body.history:
-        return await _ask_in_conversation(body, engine)
+        return await _ask_in_conversation(body, engine, request)
     try:
         answer = await run_in_threadpool(
             engine.ask, body.question, body.top_k, body.mode, body.document_ids
@@ -92,7 +93,9 @@ async def ask(body: AskRequest, engine: EngineDep, request: Request) -> AskRespo
     return AskResponse.from_answer(answer)
 
 
-async def _ask_in_conversation(body: AskRequest, engine: Engine) -> AskResponse | JSONResponse:
+async def _ask_in_conversation(
+    body: AskRequest, engine: Engine, request: Request
+) -> AskResponse | JSONResponse:
     """A question with the conversation before it: read as a follow-up when it leans on the
     earlier turns (:mod:`service.conversation`, the same reading as ``/v1/chat/completions``)."""
     history = body.history or []
@@ -116,6 +119,7 @@ async def _ask_in_conversation(body: AskRequest, engine: Engine) -> AskResponse 
         resolved = await run_in_threadpool(answer)
     except UnknownDocumentError as exc:
         return invalid("document_ids", str(exc))
+    record_answer(request, "/api/ask", resolved.answer)
     return AskResponse.from_answer(
         resolved.answer, ResolutionOut.of(resolved, engine.data.documents)
     )
@@ -194,9 +198,15 @@ async def get_document(document_id: str, engine: EngineDep) -> DocumentDetail:
 
 @router.get("/api/limits", response_model=Limits, tags=["questions"])
 async def limits(state: StateDep) -> Limits:
-    """The longest question and the passage counts a request may ask for."""
+    """The longest question, the passage counts and the conversation length a request may
+    ask for."""
     s = state.settings
-    return Limits(max_question_chars=s.max_question_chars, top_k=s.top_k, max_top_k=s.max_top_k)
+    return Limits(
+        max_question_chars=s.max_question_chars,
+        top_k=s.top_k,
+        max_top_k=s.max_top_k,
+        max_history_turns=MAX_HISTORY_TURNS,
+    )
 
 
 @router.get("/healthz", response_model=Health, tags=["operations"])

@@ -380,7 +380,7 @@ class Limits(BaseModel):
     top_k: int = Field(description="Passages returned when a request names none (QA_TOP_K).")
     max_top_k: int = Field(description="Largest top_k a request may ask for (QA_MAX_TOP_K).")
     max_history_turns: int = Field(
-        MAX_HISTORY_TURNS, description="Most earlier turns a question may bring (`history`)."
+        description="Most earlier turns a question may bring (`history`)."
     )
 
 

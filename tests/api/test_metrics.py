@@ -218,6 +218,12 @@ def test_answered_and_abstained_questions_move_the_outcome_counter(
     first, second, third = answers(start), answers(middle), answers(end)
     assert second == {**first, "answered": first["answered"] + 1}
     assert third == {**second, "not_covered": second["not_covered"] + 1}
+    # A question sent with its conversation (the page's follow-ups) is counted the same way.
+    history = [{"role": "user", "text": ANSWERED}, {"role": "assistant", "document_ids": []}]
+    response = tiny_client.post("/api/ask", json={"question": UNCOVERED, "history": history})
+    assert response.json()["answer_status"] == "not_covered"
+    after_history = answers(scrape(tiny_client))
+    assert after_history == {**third, "not_covered": third["not_covered"] + 1}
     # Both answers were timed, stage by stage (no reader here: reader off).
     for stage in ("encode", "retrieval", "answer", "total"):
         count = "qa_answer_stage_seconds_count"
