@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api.admin_routes import ADMIN_PREFIX, admin_disabled_router, admin_router
+from service.api.citation_routes import citation_router
 from service.api.errors import (
     error_schema_name,
     install_handlers,
@@ -233,6 +234,7 @@ def create_app(
     app.state.qa = state
     app.state.reindex = Reindexer()
     app.include_router(router)
+    app.include_router(citation_router)
     app.include_router(openai_router)
     if settings.admin_token:
         app.include_router(admin_router)
