@@ -289,10 +289,16 @@ def _suffix(n: int) -> str:
 # -- BibTeX ------------------------------------------------------------------------------------
 
 _LATEX = UnicodeToLatexEncoder(replacement_latex_protection="braces-all")
-_SUBTITLE = re.compile(r":$")  # BibTeX keeps the capital after ": " (change.case$)
+# A title word: punctuation around it stays outside the braces (BibTeX finds ": " only there).
+_WORD = re.compile(r"^(?P<lead>[(\[\"“‘']*)(?P<core>.*?)(?P<trail>[)\]\"”’'.,;:?!]*)$")
+
+
+_PLAIN = re.compile(r'^[^"#$%&<>\\^_{}~]*$')  # ASCII the encoder leaves alone
 
 
 def _tex(text: str) -> str:
+    if text.isascii() and _PLAIN.match(text):
+        return text  # most words: no need for the (slow) encoder
     return str(_LATEX.unicode_to_latex(text))
 
 
@@ -301,24 +307,22 @@ def _tex_url(text: str) -> str:
     return text.replace("\\", "%5C").replace("{", "%7B").replace("}", "%7D")
 
 
-def _letters(word: str) -> str:
-    return "".join(c for c in word if c.isalpha())
-
-
 def _tex_title(title: str) -> str:
     """The title encoded, braces around words whose capitals a style must not lower: any
     capital after a word's first letter (MSC, MSCs, Disc-Related), and a capital first letter
-    except at the start of the title or after a colon (BibTeX keeps those)."""
+    except at the start of the title or after a colon (BibTeX's ``change.case$`` keeps those)."""
     out = []
     starts = True
     for word in title.split(" "):
-        letters = _letters(word)
+        m = _WORD.match(word)
+        lead, core, trail = (m["lead"], m["core"], m["trail"]) if m else ("", word, "")
+        letters = [c for c in core if c.isalpha()]
         protect = bool(letters) and (
             any(c.isupper() for c in letters[1:]) or (letters[0].isupper() and not starts)
         )
-        encoded = _tex(word)
-        out.append(f"{{{encoded}}}" if protect else encoded)
-        starts = bool(_SUBTITLE.search(word))
+        encoded = _tex(core)
+        out.append(_tex(lead) + (f"{{{encoded}}}" if protect else encoded) + _tex(trail))
+        starts = trail.endswith(":")
     return " ".join(out)
 
 
