@@ -28,8 +28,11 @@ _FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The reference file, as an attachment.",
         "content": {
-            info.media_type.split(";")[0]: {"schema": {"type": "string"}}
-            for info in FORMAT_INFO.values()
+            "application/x-bibtex": {"schema": {"type": "string"}},
+            "application/x-research-info-systems": {"schema": {"type": "string"}},
+            "application/vnd.citationstyles.csl+json": {  # an array of CSL items
+                "schema": {"type": "array", "items": {"type": "object"}}
+            },
         },
     },
     404: {"model": ErrorResponse},
