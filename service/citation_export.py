@@ -21,20 +21,21 @@ or APA's ``Journal, 11(2), 45-52``).
 - BibTeX: non-ASCII is LaTeX-encoded (``{\\textendash}``, ``{\\"u}``,
   ``\\ensuremath{\\beta}``, ``{\\texttimes}``), and title words whose capitals must survive a
   style's sentence case are braced (``{MSC-derived}``, ``{Alzheimer{\\textquoteright}s}``);
-  DOI and URL are written as they are. PMID and PMCID as ``pmid`` and ``pmcid`` fields (what
-  Zotero writes and reads). RIS and CSL-JSON keep UTF-8.
+  DOI and URL are written as they are. PMID and PMCID as ``pmid`` and ``pmcid`` fields (as
+  Zotero's BibTeX export writes them). RIS and CSL-JSON keep UTF-8.
 - RIS: one ``AU  - Family, Given`` line per author; the journal in ``T2``; the PMID as the
   accession number ``AN`` with ``DB  - PubMed`` (EndNote's convention for PubMed records;
   Zotero files them as archive location and archive) and, for a journal article, the PMCID in
   ``C2`` (EndNote's PMCID field).
 
 Libraries (chosen over writing the syntax by hand, which gets escaping wrong):
-`bibtexparser` 2 (MIT; actively maintained) holds the entries and writes the file, and the
-tests parse the output back with it; its LaTeX encoding is `pylatexenc` (MIT), used here
-directly so that the title's case protection is added after encoding and DOI and URL are not
-encoded. `pybtex` was left out: its writer does not encode, and its name parser does not read
-PubMed's "Zhang W". `rispy` (MIT) writes RIS (and reads it back in the tests). CSL-JSON is
-plain JSON, written with the standard library; the tests render it with `citeproc-py`.
+`bibtexparser` 2 (MIT; actively maintained, configurable layout) holds the entries and writes
+the file, and the tests parse the output back with it; its LaTeX encoding is `pylatexenc`
+(MIT), used here directly so that the title's case protection is added after encoding and DOI
+and URL are not encoded. `pybtex` with `latexcodec` would also do; bibtexparser is the better
+kept of the two. Neither reads PubMed's "Zhang W" (BibTeX's rules make W the family name), so
+names are split here. `rispy` (MIT) writes RIS, and reads it back in the tests. CSL-JSON is
+plain JSON, written with the standard library; the tests render it with `citeproc-py` (BSD).
 """
 
 from __future__ import annotations
