@@ -290,11 +290,9 @@ def _suffix(n: int) -> str:
 # -- BibTeX ------------------------------------------------------------------------------------
 
 _LATEX = UnicodeToLatexEncoder(replacement_latex_protection="braces-all")
+_PLAIN = re.compile(r'^[^"#$%&<>\\^_{}~]*$')  # ASCII the encoder leaves alone
 # A title word: punctuation around it stays outside the braces (BibTeX finds ": " only there).
 _WORD = re.compile(r"^(?P<lead>[(\[\"“‘']*)(?P<core>.*?)(?P<trail>[)\]\"”’'.,;:?!]*)$")
-
-
-_PLAIN = re.compile(r'^[^"#$%&<>\\^_{}~]*$')  # ASCII the encoder leaves alone
 
 
 def _tex(text: str) -> str:
@@ -329,7 +327,7 @@ def _tex_title(title: str) -> str:
 
 def _tex_part(text: str) -> str:
     encoded = _tex(text)
-    # A name part of several words must not read as "First Last", nor hold a bare "and".
+    # A bare "and" inside a name would split it into two authors.
     return f"{{{encoded}}}" if re.search(r"\band\b", text, re.IGNORECASE) else encoded
 
 
