@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from service import __version__
 from service.api.admin_routes import ADMIN_PREFIX, admin_disabled_router, admin_router
+from service.api.citation_routes import citation_router
 from service.api.errors import (
     error_schema_name,
     install_handlers,
@@ -258,6 +259,7 @@ def create_app(
     )
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(citation_router)
     app.include_router(openai_router)
     if settings.admin_token:
         app.include_router(admin_router)

@@ -1,4 +1,4 @@
-"""``python -m service <command>``: ingest, search, ask, serve, calibrate, eval, bench,
+"""``python -m service <command>``: ingest, search, ask, serve, cite, calibrate, eval, bench,
 train-ranker.
 
 Failures print one line saying what is wrong and how to fix it, and exit non-zero. Heavy
@@ -19,7 +19,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service.cli import evaluating, serving
+    from service.cli import citing, evaluating, serving
 
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="command")
     sub.required = True
     serving.register(sub)
+    citing.register(sub)
     evaluating.register(sub)
     return parser
 

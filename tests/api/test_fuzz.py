@@ -93,8 +93,10 @@ def steer(case: schemathesis.Case) -> None:
             case.body["messages"] = [*case.body.get("messages", []), question]
     elif path == "/v1/models/{model_id}" and choose:
         case.path_parameters = {"model_id": MODEL}
-    elif path == "/api/documents/{document_id}" and choose:
+    elif path.startswith("/api/documents/{document_id}") and choose:  # the document, citation
         case.path_parameters = {"document_id": DOC_IDS[len(repr(case.path_parameters)) % 2]}
+    elif path == "/api/citations" and choose and isinstance(case.query, dict):
+        case.query["document_ids"] = DOC_IDS
 
 
 @schema.parametrize()
