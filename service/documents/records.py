@@ -6,6 +6,8 @@ import hashlib
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
+from service.documents.names import split_name
+
 
 @dataclass(frozen=True)
 class PageSpan:
@@ -33,26 +35,6 @@ def pages_label(spans: list[PageSpan]) -> str | None:
             runs.append([n])
     parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
     return ("p. " if len(pages) == 1 else "pp. ") + ", ".join(parts)
-
-
-def family_name(author: str) -> str:
-    """The family name in an author string as reference lists write them: "Zhang W" and
-    "El-Assaad F" (Vancouver: family name, then initials) -> "Zhang", "El-Assaad"; "Smith,
-    John" -> "Smith"; "John Smith" -> "Smith"."""
-    author = author.strip()
-    if "," in author:
-        return author.split(",", 1)[0].strip()
-    parts = author.split()
-    if len(parts) > 1 and all(_initials(p) for p in parts[1:]):
-        return " ".join(parts[:1])
-    if len(parts) > 1 and _initials(parts[-1]):  # "van der Berg JM"
-        return " ".join(p for p in parts if not _initials(p))
-    return parts[-1] if parts else author
-
-
-def _initials(token: str) -> bool:
-    letters = token.replace(".", "").replace("-", "")
-    return 0 < len(letters) <= 3 and letters.isalpha() and letters.isupper()
 
 
 @dataclass(frozen=True)
@@ -112,9 +94,9 @@ class Document:
         if not self.authors:
             name = self.title if len(self.title) <= 60 else self.title[:57].rstrip() + "..."
         else:
-            name = family_name(self.authors[0])
+            name = _family(self.authors[0])
             if len(self.authors) == 2:
-                name += f" and {family_name(self.authors[1])}"
+                name += f" and {_family(self.authors[1])}"
             elif len(self.authors) > 2:
                 name += " et al."
         return f"{name} {self.year}" if self.year else name
@@ -143,3 +125,11 @@ class CorpusLoad:
 
 class CorpusFileError(ValueError):
     """A corpus file that cannot be used; the message is the reason shown to the user."""
+
+
+def _family(author: str) -> str:
+    """The family name a reader cites an author by ("Zhang W" -> "Zhang"; a group: whole)."""
+    person = split_name(author)
+    if person is None:
+        return author
+    return person.literal or person.family

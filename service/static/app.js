@@ -292,6 +292,7 @@
    */
   let history = [];
   let maxHistoryTurns = 20;
+  let maxCommentChars = 1000;
 
   function setBusy(value) {
     busy = value;
@@ -322,6 +323,9 @@
       }
       if (Number.isInteger(limits.max_history_turns) && limits.max_history_turns >= 0) {
         maxHistoryTurns = limits.max_history_turns;
+      }
+      if (Number.isInteger(limits.max_comment_chars) && limits.max_comment_chars > 0) {
+        maxCommentChars = limits.max_comment_chars;
       }
     } catch (err) {
       // Not ready yet or unreachable: the first answer will say so.
@@ -504,10 +508,132 @@
     if (Array.isArray(data.passages) && data.passages.length) {
       article.append(status === "not_stated" ? renderRelated(data.passages) : renderPassages(data.passages));
     }
+    const tools = answerTools(data, status);
+    if (tools) article.append(tools);
     if (typeof data.disclaimer === "string" && data.disclaimer) {
       article.append(h("p", { class: "answer-disclaimer" }, data.disclaimer));
     }
     return li;
+  }
+
+  // ---------------------------------------------------------------- export and feedback
+
+  const EXPORT_FORMATS = [
+    { format: "bibtex", label: "BibTeX (.bib)" },
+    { format: "ris", label: "RIS (.ris): EndNote, Zotero, Mendeley" },
+    { format: "csl-json", label: "CSL-JSON (.json)" },
+  ];
+
+  /** The row under an answer: export its references, and rate it. */
+  function answerTools(data, status) {
+    const parts = [];
+    const ids = [...new Set((data.citations || []).map((c) => c.document_id))];
+    if (status === "answered" && ids.length) parts.push(exportMenu(ids));
+    if (typeof data.answer_id === "string" && data.answer_id) parts.push(feedbackBox(data.answer_id));
+    return parts.length ? h("div", { class: "answer-tools" }, parts) : null;
+  }
+
+  function exportMenu(documentIds) {
+    const query = documentIds.map((id) => `document_ids=${encodeURIComponent(id)}`).join("&");
+    const n = documentIds.length;
+    return h(
+      "details",
+      { class: "export-menu" },
+      h("summary", { class: "button button-quiet" }, `Export ${n === 1 ? "reference" : `${n} references`}`),
+      h(
+        "ul",
+        { class: "export-list" },
+        EXPORT_FORMATS.map((f) =>
+          h(
+            "li",
+            {},
+            h("a", {
+              href: `api/citations?${query}&format=${f.format}`,
+              download: "",
+              class: "export-link",
+              "data-format": f.format,
+              text: f.label,
+            }),
+          ),
+        ),
+      ),
+    );
+  }
+
+  /** Thumbs up or down, then an optional comment; both go to POST /api/feedback. */
+  function feedbackBox(answerId) {
+    const box = h("div", { class: "feedback", role: "group", "aria-label": "Rate this answer" });
+    const status = h("p", { class: "feedback-status", role: "status" });
+    let rating = null;
+    const comment = h("textarea", {
+      class: "feedback-comment",
+      rows: "2",
+      maxlength: String(maxCommentChars),
+      placeholder: "What was missing or wrong? (optional; don't include personal details)",
+      "aria-label": "Comment on this answer (optional)",
+    });
+    const sendComment = h("button", {
+      type: "button",
+      class: "button button-secondary feedback-send",
+      text: "Send comment",
+    });
+    const commentRow = h("div", { class: "feedback-comment-row", hidden: true }, comment, sendComment);
+
+    async function send(withComment) {
+      const body = { answer_id: answerId, rating };
+      const text = comment.value.trim();
+      if (withComment && text) body.comment = text;
+      status.textContent = "Saving…";
+      try {
+        await api("api/feedback", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        status.textContent = withComment && text ? "Thanks, your comment was saved." : "Thanks, your rating was saved.";
+        box.classList.add("is-saved");
+        return true;
+      } catch (err) {
+        status.textContent = describeError(err, "rating").title;
+        box.classList.remove("is-saved");
+        return false;
+      }
+    }
+
+    const buttons = [
+      { value: "up", label: "Helpful", icon: "👍" },
+      { value: "down", label: "Not helpful", icon: "👎" },
+    ].map((b) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "feedback-button",
+          "data-rating": b.value,
+          "aria-pressed": "false",
+          "aria-label": b.label,
+          title: b.label,
+          onclick: async (event) => {
+            rating = b.value;
+            for (const other of buttons) {
+              other.setAttribute("aria-pressed", String(other === event.currentTarget));
+            }
+            commentRow.hidden = false;
+            await send(false);
+          },
+        },
+        h("span", { "aria-hidden": "true", text: b.icon }),
+      ),
+    );
+    sendComment.addEventListener("click", async () => {
+      if (!rating) return;
+      if (await send(true)) {
+        comment.disabled = true;
+        sendComment.disabled = true;
+      }
+    });
+    box.append(h("span", { class: "feedback-label", text: "Was this helpful?" }), ...buttons, commentRow, status);
+    return box;
   }
 
   /** "Read as a follow-up about: Zhang et al. 2023" above an answer read in context. */

@@ -457,3 +457,20 @@ def test_documents_without_pages_have_none_and_keep_their_hash() -> None:
     fields = ("p", "P", (), None, None, None, None, None, None, None, None, None, "")
     meta = "\x1f".join(str(v) for v in fields)
     assert doc.content_hash == hashlib.sha256(f"{meta}\x1eSome text.".encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("authors", "year", "expected"),
+    [
+        (("Zhang W", "Li X", "Wu Y"), 2023, "Zhang et al. 2023"),
+        (("El Assaad N", "Bou Atme N"), 2024, "El Assaad and Bou Atme 2024"),
+        (("Smith, Jane A.",), None, "Smith"),
+        (("MSC Study Group",), 2020, "MSC Study Group 2020"),
+        ((), 2021, "Knee Cartilage 2021"),
+    ],
+)
+def test_short_label_names_the_study_as_a_reader_would(
+    authors: tuple[str, ...], year: int | None, expected: str
+) -> None:
+    doc = Document(id="knee", title="Knee Cartilage", text="", authors=authors, year=year)
+    assert doc.short_label == expected
