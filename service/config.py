@@ -294,6 +294,44 @@ class Settings(BaseSettings):
             "must then be set; otherwise 401)."
         ),
     )
+    # -- feedback on answers (service/feedback_store.py, POST /api/feedback) ----------------
+    feedback: Literal["on", "off"] = Field(
+        "on",
+        description=(
+            "'on': answers carry an answer_id and POST /api/feedback stores a rating of one "
+            "(up or down, with an optional comment) in QA_FEEDBACK_DB; 'off': answers carry "
+            "answer_id null, nothing is remembered, and POST /api/feedback answers 404."
+        ),
+    )
+    feedback_db: Path | None = Field(
+        None,
+        description=(
+            "SQLite file holding the ratings (created if missing); unset: feedback.sqlite3 in "
+            "QA_INDEX_DIR (index rebuilds leave it alone)."
+        ),
+    )
+    feedback_max_comment_chars: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="Longest comment accepted with a rating (after control characters are "
+        "dropped); 0 accepts no comments.",
+    )
+    feedback_answers_kept: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Recent answers each server process remembers so they can be rated (1-4 KB "
+            "each); the oldest are forgotten first, and rating one of those answers 404."
+        ),
+    )
+    feedback_answer_ttl_s: int = Field(
+        86_400,
+        ge=1,
+        le=30 * 86_400,
+        description="Seconds an answer can be rated after it was given (default 24 hours).",
+    )
 
     @field_validator("admin_token")
     @classmethod

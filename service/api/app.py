@@ -6,7 +6,8 @@ Every response carries ``X-Content-Type-Options: nosniff``, a Content-Security-P
 ``rate_limit_per_minute`` is set (see :mod:`service.api.ratelimit`); the admin endpoints are
 off unless ``admin_token`` is set (see :mod:`service.api.admin_routes`). ``GET /metrics``
 serves Prometheus metrics from a registry of the app's own unless ``metrics`` is off (see
-:mod:`service.api.metrics`).
+:mod:`service.api.metrics`). Ratings of answers (:mod:`service.api.feedback_routes`) are on
+unless ``feedback`` is 'off'.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from service.api.errors import (
     too_large,
     too_large_detail,
 )
+from service.api.feedback_routes import FeedbackDesk, feedback_disabled_router, feedback_router
 from service.api.metrics import (
     MetricsMiddleware,
     ServiceMetrics,
@@ -241,7 +243,11 @@ def create_app(
                 thread.start()
             else:
                 load()
-        yield
+        feedback.open()
+        try:
+            yield
+        finally:
+            feedback.close()
 
     app = FastAPI(
         title="MSC evidence QA",
@@ -258,6 +264,7 @@ def create_app(
         else None
     )
     app.state.metrics = metrics
+    app.state.feedback = feedback = FeedbackDesk(settings)
     app.include_router(router)
     app.include_router(citation_router)
     app.include_router(openai_router)
@@ -271,6 +278,8 @@ def create_app(
         else metrics_disabled_router
     )
     app.include_router(metrics_routes)
+    feedback_routes = feedback_router if settings.feedback == "on" else feedback_disabled_router
+    app.include_router(feedback_routes)
 
     install_handlers(app, auth_failure)
 
@@ -305,6 +314,6 @@ def create_app(
     if metrics is not None:
         # The routers included above, for the templates of requests answered before routing.
         admin = admin_router if settings.admin_token else admin_disabled_router
-        routes = _flat_routes(app, [router, openai_router, admin, metrics_routes])
+        routes = _flat_routes(app, [router, openai_router, admin, metrics_routes, feedback_routes])
         app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app

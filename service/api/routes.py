@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from service.api.errors import invalid
+from service.api.feedback_routes import with_answer_id
 from service.api.metrics import record_answer
 from service.api.schemas import (
     MAX_HISTORY_TURNS,
@@ -81,8 +82,10 @@ async def ask(body: AskRequest, engine: EngineDep, request: Request) -> AskRespo
     refused = over_limits(engine.settings, body.question, "question", body.top_k)
     if refused is not None:
         return refused
+    data = engine.data  # the build the answer comes from, recorded for feedback
     if body.history:
-        return await _ask_in_conversation(body, engine, request)
+        reply = await _ask_in_conversation(body, engine, request)
+        return with_answer_id(request, reply, engine, data, body.mode)
     try:
         answer = await run_in_threadpool(
             engine.ask, body.question, body.top_k, body.mode, body.document_ids
@@ -90,7 +93,7 @@ async def ask(body: AskRequest, engine: EngineDep, request: Request) -> AskRespo
     except UnknownDocumentError as exc:
         return invalid("document_ids", str(exc))
     record_answer(request, "/api/ask", answer)
-    return AskResponse.from_answer(answer)
+    return with_answer_id(request, AskResponse.from_answer(answer), engine, data, body.mode)
 
 
 async def _ask_in_conversation(

@@ -308,6 +308,11 @@ class AskResponse(BaseModel):
     )
     disclaimer: str
     timings_ms: dict[str, float]
+    answer_id: str | None = Field(
+        default=None,
+        description="Opaque id to rate this answer with (POST /api/feedback); null when this "
+        "server does not store ratings (QA_FEEDBACK=off, or its database cannot be opened).",
+    )
 
     @classmethod
     def from_answer(cls, answer: Answer, resolution: ResolutionOut | None = None) -> AskResponse:
