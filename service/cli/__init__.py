@@ -1,5 +1,5 @@
 """``python -m service <command>``: ingest, search, ask, serve, cite, calibrate, eval, bench,
-train-ranker.
+train-ranker, feedback.
 
 Failures print one line saying what is wrong and how to fix it, and exit non-zero. Heavy
 libraries are imported inside the commands so ``--help`` and error paths stay fast.
@@ -19,7 +19,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service.cli import citing, evaluating, serving
+    from service.cli import citing, evaluating, feedback, serving
 
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     serving.register(sub)
     citing.register(sub)
     evaluating.register(sub)
+    feedback.register(sub)
     return parser
 
 
