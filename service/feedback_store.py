@@ -3,9 +3,9 @@
 
 One table, ``feedback``: one row per rated answer (a second rating of the same answer replaces
 the first and counts ``ratings``), holding what the server recorded about the answer
-(:class:`~service.recent_answers.AnswerRecord`: question, answer text, outcome, citations as
-JSON, index build, reader and ranker versions) and what the user gave: the rating and an
-optional comment. Nothing else about the user (no address, no user agent).
+(:class:`~service.recent_answers.AnswerRecord`: question, answer text, outcome, citations and
+how a follow-up was read as JSON, index build, reader and ranker versions) and what the user
+gave: the rating and an optional comment. Nothing else about the user (no address, no user agent).
 
 The file is in WAL mode (readers never block the writer), with a busy timeout so writers from
 several threads or processes take turns instead of failing. Each thread has its own connection.
@@ -48,6 +48,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             answer TEXT NOT NULL,
             answer_status TEXT NOT NULL,
             citations TEXT NOT NULL,
+            resolution TEXT,
             mode TEXT NOT NULL,
             index_build TEXT NOT NULL,
             index_built_at TEXT NOT NULL,
@@ -64,7 +65,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 _COLUMNS = (
-    "id, answer_id, rating, comment, ratings, question, answer, answer_status, citations, mode, "
+    "id, answer_id, rating, comment, ratings, question, answer, answer_status, citations, "
+    "resolution, mode, "
     "index_build, index_built_at, reader, ranker, answered_at, created_at, updated_at"
 )
 
@@ -116,6 +118,7 @@ class FeedbackRow:
     answer: str
     answer_status: str
     citations_json: str
+    resolution_json: str | None
     mode: str
     index_build: str
     index_built_at: str
@@ -251,9 +254,9 @@ class FeedbackStore:
                 .execute(
                     """
                 INSERT INTO feedback (answer_id, rating, comment, question, answer,
-                    answer_status, citations, mode, index_build, index_built_at, reader, ranker,
-                    answered_at, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    answer_status, citations, resolution, mode, index_build, index_built_at,
+                    reader, ranker, answered_at, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (answer_id) DO UPDATE SET
                     rating = excluded.rating,
                     comment = excluded.comment,
@@ -269,6 +272,7 @@ class FeedbackStore:
                         answer.answer,
                         answer.answer_status,
                         answer.citations_json,
+                        answer.resolution_json,
                         answer.mode,
                         answer.index_build,
                         answer.index_built_at,

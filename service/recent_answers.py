@@ -34,6 +34,9 @@ class AnswerRecord:
     #: the response's ``citations`` as JSON text, kept opaquely (its shape is the API's) and
     #: zlib-compressed: a third to a half of the size, for about 50 µs
     citations_zlib: bytes
+    #: the response's ``resolution`` (how a follow-up in a conversation was read) as JSON;
+    #: None for a question asked on its own
+    resolution_json: str | None
     mode: str  # the retrieval mode used
     index_build: str  # the build folder's name (``build-<time>-<id>``)
     index_built_at: str  # the manifest's ``built_at``

@@ -3,11 +3,12 @@
 
 The process remembers its recent answers (:class:`~service.recent_answers.RecentAnswers`:
 ``QA_FEEDBACK_ANSWERS_KEPT``, ``QA_FEEDBACK_ANSWER_TTL_S``); a rating stores the server's own
-record of the answer (question, answer, outcome, citations as the response carried them, the
-index build, reader and ranker versions) with the rating and the cleaned comment in SQLite
-(:mod:`service.feedback_store`), never what the client says the answer was. Nothing about the
-client (address, user agent) is stored. A second rating of the same answer replaces the first:
-200 instead of 201, the same ``feedback_id``, ``replaced: true``.
+record of the answer (question, answer, outcome, citations and the reading of a follow-up as
+the response carried them, the index build, reader and ranker versions) with the rating and
+the cleaned comment in SQLite (:mod:`service.feedback_store`), never what the client says the
+answer was. Nothing about the client (address, user agent) is stored. A second rating of the
+same answer replaces the first: 200 instead of 201, the same ``feedback_id``,
+``replaced: true``.
 
 With ``QA_FEEDBACK=off`` answers carry ``answer_id: null`` and ``/api/feedback`` is a 404
 saying so. When the database cannot be opened (a read-only folder, a file from a newer
@@ -85,16 +86,15 @@ class FeedbackDesk:
         if self.store is None:
             return None
         answer_id = new_answer_id()
-        citations = response.model_dump(mode="json", include={"citations"})["citations"]
+        shown = response.model_dump(mode="json", include={"citations", "resolution"})
         self.recent.remember(
             AnswerRecord(
                 answer_id=answer_id,
                 question=response.question,
                 answer=response.answer,
                 answer_status=response.answer_status,
-                citations_zlib=AnswerRecord.pack(
-                    json.dumps(citations, ensure_ascii=False, separators=(",", ":"))
-                ),
+                citations_zlib=AnswerRecord.pack(_json(shown["citations"])),
+                resolution_json=_json(shown["resolution"]) if shown["resolution"] else None,
                 mode=mode or engine.settings.default_mode,
                 index_build=data.path.name,
                 index_built_at=data.manifest.built_at,
@@ -111,6 +111,10 @@ class FeedbackDesk:
             version = ranker_version(ranker)
             self._ranker = (ranker, version)
         return version
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def feedback_desk(request: Request) -> FeedbackDesk:

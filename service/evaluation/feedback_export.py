@@ -12,8 +12,10 @@ to complete before it joins a question set:
 - ``relevant_docs`` and ``candidate_chunks``: the documents and passages the answer cited, in
   order (candidate labels, not checked); ``answers``: empty, for a person to fill in with short
   strings that appear verbatim in a relevant passage.
-- ``feedback``: where it came from: the rating, comment, the service's outcome and answer, when
-  it was answered and rated, and the index build, reader and ranker that produced it.
+- ``feedback``: where it came from: the rating, comment, the service's outcome and answer, how
+  a follow-up question was read in its conversation (``resolution``; a follow-up needs its
+  context written into the question before it is used), when it was answered and rated, and
+  the index build, reader and ranker that produced it.
 
 ``load_questions(path, require_answers=False)`` reads the file; with the default
 ``require_answers=True`` an in-scope question is refused until its answers are filled in.
@@ -74,6 +76,8 @@ class FeedbackOrigin:
     ratings: int
     answer_status: str
     answer: str
+    #: how a follow-up in a conversation was read (the API's ``resolution``); None: on its own
+    resolution: Any
     mode: str
     answered_at: str
     rated_at: str
@@ -118,6 +122,7 @@ class FeedbackQuestion:
                 ratings=row.ratings,
                 answer_status=row.answer_status,
                 answer=row.answer,
+                resolution=json.loads(row.resolution_json) if row.resolution_json else None,
                 mode=row.mode,
                 answered_at=row.answered_at,
                 rated_at=row.updated_at,

@@ -34,8 +34,8 @@ OFF_TOPIC = "What is the capital of France?"
 #: Every column of the table: a new one (an address, a user agent) must be a decision here.
 COLUMNS = {
     "id", "answer_id", "rating", "comment", "ratings", "question", "answer", "answer_status",
-    "citations", "mode", "index_build", "index_built_at", "reader", "ranker", "answered_at",
-    "created_at", "updated_at",
+    "citations", "resolution", "mode", "index_build", "index_built_at", "reader", "ranker",
+    "answered_at", "created_at", "updated_at",
 }  # fmt: skip
 
 
@@ -116,6 +116,7 @@ def test_a_rating_stores_the_servers_record_of_the_answer(
     assert row["answer_status"] == "answered"
     assert json.loads(row["citations"]) == answer["citations"]  # as the response carried them
     assert [c["document_id"] for c in answer["citations"]] == ["disc"]
+    assert row["resolution"] is None  # asked on its own
     assert row["mode"] == "bm25"
     assert row["index_build"] == engine.data.path.name
     assert row["index_built_at"] == client.get("/readyz").json()["index_built_at"]
@@ -140,6 +141,21 @@ def test_the_default_mode_and_a_refusal_are_recorded(client: TestClient, db: Pat
     assert rate(client, refused["answer_id"], "down").status_code == 201
     [row] = rows(db)
     assert (row["mode"], row["answer_status"], row["citations"]) == ("rerank", "not_covered", "[]")
+
+
+def test_a_follow_up_is_recorded_with_how_it_was_read(client: TestClient, db: Path) -> None:
+    first = ask(client, KNEE)
+    history = [
+        {"role": "user", "text": KNEE},
+        {"role": "assistant", "text": first["answer"], "document_ids": ["knee"]},
+    ]
+    follow_up = ask(client, "How many injections did that take?", history=history)
+    assert follow_up["resolution"] is not None
+    assert rate(client, follow_up["answer_id"], "up").status_code == 201
+    [row] = rows(db)
+    assert row["question"] == "How many injections did that take?"
+    assert json.loads(row["resolution"]) == follow_up["resolution"]
+    assert json.loads(row["citations"]) == follow_up["citations"]
 
 
 def test_the_ranker_version_follows_its_weights(engine: Engine) -> None:

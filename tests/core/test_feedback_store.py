@@ -33,6 +33,7 @@ def record(answer_id: str = "a1", **changes: object) -> AnswerRecord:
         answer="About 7%. [1]",
         answer_status="answered",
         citations_zlib=AnswerRecord.pack(CITATIONS),
+        resolution_json=None,
         mode="rerank",
         index_build="build-20260101T000000-abcdef",
         index_built_at="2026-01-01T00:00:00+00:00",

@@ -20,12 +20,13 @@ from service.evaluation.dataset import load_questions
 from service.feedback_store import SCHEMA_VERSION, FeedbackStore
 from service.recent_answers import AnswerRecord
 
+#: Two shapes of the stored citations: one entry per passage (as /api/ask gave them before) and
+#: one per study with its quoted passages (as it gives them now); the export reads both.
 PER_PASSAGE = [
     {"marker": 1, "chunk_id": "disc#0", "document_id": "disc", "text": "Seven percent."},
     {"marker": 2, "chunk_id": "knee#1", "document_id": "knee", "text": "Pain fell."},
     {"marker": 3, "chunk_id": "disc#2", "document_id": "disc", "text": "More."},
 ]
-#: The shape /api/ask's citations are moving to: one entry per study, its quoted passages.
 PER_STUDY = [
     {
         "marker": 1,
@@ -42,6 +43,7 @@ def _record(answer_id: str, status: str, citations: object) -> AnswerRecord:
         answer="An answer. [1]" if status == "answered" else "Not covered.",
         answer_status=status,
         citations_zlib=AnswerRecord.pack(json.dumps(citations)),
+        resolution_json=None,
         mode="rerank",
         index_build="build-20260101T000000-abcdef",
         index_built_at="2026-01-01T00:00:00+00:00",
@@ -100,6 +102,7 @@ def test_export_reads_back_as_evaluation_questions(db: Path, tmp_path: Path) -> 
         "ratings": 1,
         "answer_status": "answered",
         "answer": "An answer. [1]",
+        "resolution": None,
         "mode": "rerank",
         "answered_at": "2026-01-01T09:00:00.000+00:00",
         "rated_at": "2026-03-01T12:00:00.000+00:00",
@@ -168,7 +171,8 @@ def test_the_default_database_is_in_the_index_folder(
     exported = json.loads(line)
     assert exported["feedback"]["answer_id"] == answer_id
     assert exported["relevant_docs"] == ["knee"]
-    assert exported["candidate_chunks"] == [c["chunk_id"] for c in answer.json()["citations"]]
+    cited = answer.json()["citations"]
+    assert exported["candidate_chunks"] == [p["chunk_id"] for c in cited for p in c["passages"]]
 
 
 def test_a_missing_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
