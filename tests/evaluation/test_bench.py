@@ -74,7 +74,7 @@ def _median(stat: Summary | None) -> float:
 
 def test_report_has_every_section(report: BenchReport) -> None:
     data = report.to_dict()
-    for key in ("meta", "startup", "in_process", "http", "memory", "scale", "targets"):
+    for key in ("meta", "startup", "in_process", "http", "memory", "scale", "feedback", "targets"):
         assert key in data, key
     json.dumps(data)  # serialisable as is
     meta = report.meta
@@ -155,6 +155,21 @@ def test_scale_figures(report: BenchReport) -> None:
     # HNSW on 2,000 clustered vectors finds nearly all true neighbours.
     best = max(r.recall_at_10 or 0.0 for r in size.indexes[1].searches)
     assert best >= 0.9
+
+
+def test_feedback_figures(report: BenchReport) -> None:
+    fb = report.feedback
+    assert fb is not None
+    assert fb.errors == 0, fb.error_examples
+    assert fb.requests_per_run == TINY.requests_1_client
+    assert fb.rows_stored == fb.rows_expected == 2 * TINY.requests_1_client  # nothing lost
+    for lat in (fb.http_1_client_ms, fb.store_insert_ms):
+        assert _positive(_median(lat.p50)) and _median(lat.p50) <= _median(lat.p99)
+    c = fb.http_concurrent
+    assert (c.endpoint, c.clients, _median(c.requests)) == ("/api/feedback", 16, 10)
+    assert _positive(_median(c.requests_per_s)) and _median(c.errors) == 0
+    assert _positive(_median(fb.store_inserts_per_s_threads))
+    assert "## Feedback" in format_markdown(report)
 
 
 def test_targets_and_outputs(report: BenchReport, tmp_path: Path) -> None:

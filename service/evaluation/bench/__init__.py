@@ -16,6 +16,11 @@ figures as Markdown tables go to ``bench-latest.md`` and stdout):
     the query-vector cache never hits; one extra row repeats a single question.
 ``memory``
     Resident memory (``VmRSS`` from ``/proc``) of that server at rest and after N requests.
+``feedback``
+    Storing ratings of answers: ``POST /api/feedback`` latency with one client and with 16 on a
+    server with its own temporary feedback database (every rating kept: the rows are counted),
+    and the store's insert alone, on one thread and from 16 (:mod:`.feedback`); as many
+    ratings per run as ``--requests``, at most 150.
 ``scale``
     Generated vectors (synthetic, NOT real embeddings: Gaussian clusters on the unit sphere, or
     uniform random unit vectors with ``--scale-data uniform``) at 10k, 100k and 1M chunks:
@@ -26,8 +31,8 @@ figures as Markdown tables go to ``bench-latest.md`` and stdout):
 The package: :mod:`.config` (what to run), :mod:`.stats` (percentiles, median of runs),
 :mod:`.results` (the typed report and its JSON form), :mod:`.harness` (a server of our own,
 shared with the tests), :mod:`.load` (the HTTP load generator), :mod:`.in_process`,
-:mod:`.serving` and :mod:`.scale` (the sections), :mod:`.machine` (/proc readings) and
-:mod:`.report` (targets, Markdown, the files written).
+:mod:`.serving`, :mod:`.scale` and :mod:`.feedback` (the sections), :mod:`.machine` (/proc
+readings) and :mod:`.report` (targets, Markdown, the files written).
 
 Every figure is the median of ``--repeats`` runs with their min and max; the machine may be
 shared with other work, so figures are noisy. Request loops are bounded in count and time and
@@ -48,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.evaluation.bench.config import SECTIONS, BenchConfig, BenchError, Say
+from service.evaluation.bench.feedback import bench_feedback
 from service.evaluation.bench.harness import HOST, ServerError, ServerProcess, free_port
 from service.evaluation.bench.in_process import bench_in_process, bench_ingest
 from service.evaluation.bench.load import LoadResult, QuestionSource, run_load
@@ -60,6 +66,7 @@ from service.evaluation.bench.report import (
 )
 from service.evaluation.bench.results import (
     BenchReport,
+    FeedbackResult,
     HttpResult,
     InProcessResult,
     MemoryResult,
@@ -122,6 +129,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
     http: HttpResult | None = None
     memory: MemoryResult | None = None
     scale: ScaleResult | None = None
+    feedback: FeedbackResult | None = None
     if "in_process" in sections:
         say("in-process measurements (this also builds the index if needed) ...")
         in_process = bench_in_process(settings, config, say)
@@ -139,6 +147,8 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
         startup = replace(startup, ingest=bench_ingest(settings, config, say))
     if "scale" in sections and config.scale:
         scale = bench_scale(settings, config, say)
+    if "feedback" in sections:
+        feedback = bench_feedback(settings, config, say)
     s = settings
     meta = Meta(
         started_at=started_at,
@@ -168,6 +178,7 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
         http=http,
         memory=memory,
         scale=scale,
+        feedback=feedback,
         targets=measured_targets(startup=startup, http=http, scale=scale),
     )
 
@@ -208,4 +219,5 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         changes["concurrency"] = args.concurrency
     if args.memory_requests is not None:
         changes["memory_requests"] = max(1, args.memory_requests)
+
     return replace(config, **changes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-SECTIONS = ("startup", "in_process", "http", "memory", "scale")
+SECTIONS = ("startup", "in_process", "http", "memory", "scale", "feedback")
 SCALE_QUERIES = 200
 
 Say = Callable[[str], None]

@@ -141,7 +141,7 @@ async def _load(
                         connection[1].close()
                     connection = None
                     continue
-                if status == 200:
+                if 200 <= status < 300:  # 201 for a new rating (/api/feedback)
                     result.latencies.append(time.perf_counter() - t0)
                 else:
                     result.note_error(f"HTTP {status}: {body[:120]!r}")
@@ -152,6 +152,13 @@ async def _load(
     await asyncio.gather(*(client() for _ in range(clients)))
     result.seconds = time.perf_counter() - started
     return result
+
+
+async def run_raw(
+    port: int, make: Callable[[int], bytes], clients: int, total: int, seconds: float
+) -> LoadResult:
+    """Like :func:`run_load` with the raw requests made by ``make(i)`` (any endpoint)."""
+    return await _load(port, make, clients, total, seconds)
 
 
 def run_load(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from service.evaluation.bench.results import (
     BenchReport,
+    FeedbackResult,
     HttpResult,
     IndexResult,
     ScaleResult,
@@ -178,6 +179,8 @@ def format_markdown(report: BenchReport) -> str:
         ]
     if report.scale:
         lines += _scale_lines(report.scale)
+    if report.feedback:
+        lines += _feedback_lines(report.feedback)
     return "\n".join(lines)
 
 
@@ -240,6 +243,30 @@ def _scale_lines(scale: ScaleResult) -> list[str]:
                     f"{ix.process_rss_mb:.0f} | {row.p50:.2f} | {row.p99:.2f} | {recall:.3f} |"
                 )
     return [*lines, ""]
+
+
+def _feedback_lines(fb: FeedbackResult) -> list[str]:
+    http, store, c = fb.http_1_client_ms, fb.store_insert_ms, fb.http_concurrent
+    return [
+        "## Feedback (milliseconds)",
+        "",
+        fb.note + ".",
+        "",
+        "| measure | p50 | p95 | p99 | server CPU ms/request |",
+        "|---|---|---|---|---|",
+        f"| POST /api/feedback, 1 client | {_fmt(http.p50, 2)} | {_fmt(http.p95, 2)} | "
+        f"{_fmt(http.p99, 2)} | {_fmt(fb.http_1_client_server_cpu_ms, 2)} |",
+        f"| POST /api/feedback, {c.clients} clients | {_fmt(c.p50, 2)} | | {_fmt(c.p99, 2)} | "
+        f"{_fmt(c.server_cpu_ms_per_request, 2)} |",
+        f"| FeedbackStore.rate, 1 thread | {_fmt(store.p50, 3)} | {_fmt(store.p95, 3)} | "
+        f"{_fmt(store.p99, 3)} | |",
+        "",
+        f"{c.clients} clients: {_fmt(c.requests_per_s)} ratings/s over HTTP; the store alone "
+        f"from 16 threads: {_fmt(fb.store_inserts_per_s_threads, 0)} inserts/s. Rows stored "
+        f"{fb.rows_stored} of {fb.rows_expected} sent ({fb.errors} errors); "
+        f"{fb.requests_per_run} ratings per run.",
+        "",
+    ]
 
 
 def write_outputs(report: BenchReport, out: Path) -> list[Path]:

@@ -276,6 +276,23 @@ class Meta(Record):
 
 
 @dataclass
+class FeedbackResult(Record):
+    """Storing ratings: over HTTP (``POST /api/feedback``) and the store alone."""
+
+    requests_per_run: int
+    http_1_client_ms: LatencySummary
+    http_1_client_server_cpu_ms: Summary
+    http_concurrent: ConcurrentRow
+    rows_stored: int  # in the server's database after all runs
+    rows_expected: int  # ratings sent: none may be lost
+    errors: int
+    error_examples: list[str]
+    store_insert_ms: LatencySummary  # FeedbackStore.rate in process, one thread
+    store_inserts_per_s_threads: Summary  # from 16 threads at once
+    note: str
+
+
+@dataclass
 class BenchReport(Record):
     """What ``run_benchmark`` returns: the sections run, and the targets."""
 
@@ -285,6 +302,7 @@ class BenchReport(Record):
     http: HttpResult | None = field(default=None, metadata=OPTIONAL)
     memory: MemoryResult | None = field(default=None, metadata=OPTIONAL)
     scale: ScaleResult | None = field(default=None, metadata=OPTIONAL)
+    feedback: FeedbackResult | None = field(default=None, metadata=OPTIONAL)
     targets: dict[str, Target] = field(default_factory=dict)
 
     def as_json(self) -> str:
