@@ -164,8 +164,8 @@ def test_a_file_that_is_not_a_database_is_one_clear_error(tmp_path: Path) -> Non
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    """16 threads, each with its own connection, and a second store on the same file (as a
-    second server process would have), write 800 ratings at once."""
+    """16 threads on two stores of the same file (two connections, as two server processes
+    would have: they take turns through the busy timeout) write 800 ratings at once."""
     path = tmp_path / "feedback.sqlite3"
     one, two = FeedbackStore(path), FeedbackStore(path)
     start = threading.Barrier(16)
