@@ -273,6 +273,19 @@ def test_feedback_is_rate_limited_like_the_other_api_routes(engine: Engine, db: 
         )
 
 
+def test_ratings_are_counted_under_their_route_in_the_metrics(engine: Engine, db: Path) -> None:
+    """Also the refusals answered before routing (429): the route is known to the metrics."""
+    with TestClient(app_with(engine, db, rate_limit_per_minute=3)) as client:
+        answer_id = ask(client, DISC)["answer_id"]
+        assert [rate(client, answer_id).status_code for _ in range(3)] == [201, 200, 429]
+        text = client.get("/metrics").text
+    for status in (201, 200, 429):
+        assert (
+            f'qa_http_requests_total{{method="POST",route="/api/feedback",status="{status}"}} 1.0'
+            in text
+        )
+
+
 # -- turned off, or the database unusable ---------------------------------------------------
 
 
