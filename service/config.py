@@ -294,6 +294,7 @@ class Settings(BaseSettings):
             "must then be set; otherwise 401)."
         ),
     )
+
     # -- feedback on answers (service/feedback_store.py, POST /api/feedback) ----------------
     feedback: Literal["on", "off"] = Field(
         "on",
