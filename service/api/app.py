@@ -265,21 +265,21 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.feedback = feedback = FeedbackDesk(settings)
-    app.include_router(router)
-    app.include_router(citation_router)
-    app.include_router(openai_router)
-    if settings.admin_token:
-        app.include_router(admin_router)
-    else:
-        app.include_router(admin_disabled_router)
     metrics_routes = (
         metrics_router(protected=settings.metrics_auth == "admin")
         if metrics is not None
         else metrics_disabled_router
     )
-    app.include_router(metrics_routes)
-    feedback_routes = feedback_router if settings.feedback == "on" else feedback_disabled_router
-    app.include_router(feedback_routes)
+    routers = [
+        router,
+        citation_router,
+        openai_router,
+        admin_router if settings.admin_token else admin_disabled_router,
+        metrics_routes,
+        feedback_router if settings.feedback == "on" else feedback_disabled_router,
+    ]
+    for included in routers:
+        app.include_router(included)
 
     install_handlers(app, auth_failure)
 
@@ -313,7 +313,6 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware)
     if metrics is not None:
         # The routers included above, for the templates of requests answered before routing.
-        admin = admin_router if settings.admin_token else admin_disabled_router
-        routes = _flat_routes(app, [router, openai_router, admin, metrics_routes, feedback_routes])
+        routes = _flat_routes(app, routers)
         app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app

@@ -209,6 +209,7 @@ async def limits(state: StateDep) -> Limits:
         top_k=s.top_k,
         max_top_k=s.max_top_k,
         max_history_turns=MAX_HISTORY_TURNS,
+        max_comment_chars=s.feedback_max_comment_chars,
     )
 
 

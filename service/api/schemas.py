@@ -387,6 +387,9 @@ class Limits(BaseModel):
     max_history_turns: int = Field(
         description="Most earlier turns a question may bring (`history`)."
     )
+    max_comment_chars: int = Field(
+        description="Longest comment POST /api/feedback accepts (QA_FEEDBACK_MAX_COMMENT_CHARS)."
+    )
 
 
 class Health(BaseModel):

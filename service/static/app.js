@@ -601,8 +601,8 @@
     }
 
     const buttons = [
-      { value: "up", label: "Helpful", icon: "👍" },
-      { value: "down", label: "Not helpful", icon: "👎" },
+      { value: "up", label: "Helpful", icon: "✓" },
+      { value: "down", label: "Not helpful", icon: "✗" },
     ].map((b) =>
       h(
         "button",
@@ -611,8 +611,6 @@
           class: "feedback-button",
           "data-rating": b.value,
           "aria-pressed": "false",
-          "aria-label": b.label,
-          title: b.label,
           onclick: async (event) => {
             rating = b.value;
             for (const other of buttons) {
@@ -622,7 +620,8 @@
             await send(false);
           },
         },
-        h("span", { "aria-hidden": "true", text: b.icon }),
+        h("span", { class: "feedback-icon", "aria-hidden": "true", text: b.icon }),
+        b.label,
       ),
     );
     sendComment.addEventListener("click", async () => {

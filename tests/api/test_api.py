@@ -209,13 +209,21 @@ def test_ask_rejects_bad_fields(hash_client: TestClient, body: dict[str, Any], f
 
 
 def test_limits_come_from_the_settings(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, CORPUS, max_question_chars=50, top_k=3, max_top_k=7)
+    settings = make_settings(
+        tmp_path,
+        CORPUS,
+        max_question_chars=50,
+        top_k=3,
+        max_top_k=7,
+        feedback_max_comment_chars=300,
+    )
     with TestClient(create_app(settings, load_in_background=False)) as client:
         assert client.get("/api/limits").json() == {
             "max_question_chars": 50,
             "top_k": 3,
             "max_top_k": 7,
             "max_history_turns": 20,
+            "max_comment_chars": 300,
         }
         long = "What was the reoperation rate after MSC disc injection, in detail?"
         assert len(long) > 50

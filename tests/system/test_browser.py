@@ -282,6 +282,59 @@ def test_follow_up_is_read_in_context_until_a_new_conversation(
         page.context.close()
 
 
+def test_export_references_downloads_the_answers_studies(desktop: Page) -> None:
+    reply = ask(desktop, ON_TOPIC)
+    studies = [c.get_attribute("data-document-id") for c in reply.locator(".source-card").all()]
+    menu = reply.locator(".export-menu")
+    expect(menu.locator("summary")).to_have_text(
+        "Export reference" if len(studies) == 1 else f"Export {len(studies)} references"
+    )
+    menu.locator("summary").click()
+    expected = {"bibtex": ("@article{", ".bib"), "ris": ("TY  - JOUR", ".ris")}
+    for fmt, (start, suffix) in expected.items():
+        with desktop.expect_download() as download_info:
+            menu.locator(f'a.export-link[data-format="{fmt}"]').click()
+        download = download_info.value
+        assert download.suggested_filename == f"references{suffix}"
+        text = Path(download.path()).read_text(encoding="utf-8")
+        assert text.lstrip().startswith(start), text[:80]
+        assert "10.3389/fbioe.2023.1155357" in text  # the back pain meta-analysis's DOI
+    with desktop.expect_download() as download_info:
+        menu.locator('a.export-link[data-format="csl-json"]').click()
+    items = json.loads(Path(download_info.value.path()).read_text(encoding="utf-8"))
+    assert len(items) == len(studies)
+    assert items[0]["DOI"] == "10.3389/fbioe.2023.1155357"
+
+
+def test_feedback_rates_an_answer_and_stores_the_comment(
+    desktop: Page, real_settings: Settings
+) -> None:
+    import sqlite3
+
+    reply = ask(desktop, ON_TOPIC)
+    box = reply.locator(".feedback")
+    expect(box.locator(".feedback-comment-row")).to_be_hidden()
+    box.get_by_role("button", name="Not helpful").click()
+    expect(box.locator(".feedback-status")).to_have_text("Thanks, your rating was saved.")
+    expect(box.get_by_role("button", name="Not helpful")).to_have_attribute("aria-pressed", "true")
+    expect(box.get_by_role("button", name="Helpful", exact=True)).to_have_attribute(
+        "aria-pressed", "false"
+    )
+    comment = "The 7% figure is what I needed, but the dose is missing."
+    box.locator(".feedback-comment").fill(comment)
+    box.get_by_role("button", name="Send comment").click()
+    expect(box.locator(".feedback-status")).to_have_text("Thanks, your comment was saved.")
+    expect(box.locator(".feedback-comment")).to_be_disabled()
+
+    database = real_settings.index_dir / "feedback.sqlite3"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "SELECT rating, question, answer_status, ratings FROM feedback WHERE comment = ?",
+            (comment,),
+        ).fetchall()
+    assert rows == [("down", ON_TOPIC, "answered", 2)]  # the rating, then the comment
+
+
 def test_unrelated_question_shows_the_abstained_state(desktop: Page) -> None:
     reply = ask(desktop, OFF_TOPIC)
     expect(reply).to_have_class(re.compile(r"\bis-abstained\b"))
@@ -520,6 +573,19 @@ def test_write_screenshots(browser: Browser, server: str, problems: Problems) ->
     page.locator(".msg-user").last.evaluate("node => node.scrollIntoView({block: 'start'})")
     page.mouse.move(0, 0)
     page.screenshot(path=str(DOCS / "screenshot-desktop.png"))
+    page.context.close()
+
+    # A follow-up read in context and rated, with the export button beside the rating.
+    page = _open(browser, server, problems, DESKTOP)
+    ask(page, BACK_PAIN)
+    reply = ask(page, FOLLOW_UP)
+    expect(reply.locator(".follow-up-note")).to_be_visible()
+    reply.get_by_role("button", name="Helpful", exact=True).click()
+    expect(reply.locator(".feedback-status")).to_have_text("Thanks, your rating was saved.")
+    page.locator(".msg-user").last.evaluate("node => node.scrollIntoView({block: 'start'})")
+    page.evaluate("window.scrollBy(0, 120)")  # down to the export and rating row
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(DOCS / "screenshot-follow-up.png"))
     page.context.close()
 
     page = _open(browser, server, problems, PHONE)
