@@ -187,7 +187,6 @@ SELECTION_MARGIN = 0.25
 def rank_sentences(
     result: SearchResult,
     sentence_vectors: Sequence[np.ndarray],
-    document_texts: Mapping[str, str],
     term_weight: Callable[[str], float] | None = None,
 ) -> list[SentenceCandidate]:
     """Every distinct sentence of the hits with the composer's score, best first.
@@ -205,13 +204,13 @@ def rank_sentences(
     seen_spans: set[tuple[str, int]] = set()
     for pos, (hit, vectors) in enumerate(zip(result.hits, sentence_vectors, strict=True)):
         cosines = vectors @ result.query_vector if len(vectors) else np.zeros(0)
-        text = document_texts[hit.chunk.document_id]
-        for s_pos, span in enumerate(hit.chunk.sentences):
+        chunk = hit.chunk
+        for s_pos, span in enumerate(chunk.sentences):
             key = (hit.chunk.document_id, span.start)
             if key in seen_spans:
                 continue  # the same sentence in an overlapping chunk
             seen_spans.add(key)
-            sentence = text[span.start : span.end]
+            sentence = chunk.text[span.start - chunk.start : span.end - chunk.start]
             terms = set(tokenize(sentence))
             # Shared words, weighted by rarity: "reoperation" says more than "MSC".
             overlap = (
@@ -233,9 +232,8 @@ def rank_sentences(
 def compose_answer(
     result: SearchResult,
     sentence_vectors: list[np.ndarray],
-    document_texts: dict[str, str],
     settings: Settings,
-    documents: dict[str, Document] | None = None,
+    documents: Mapping[str, Document] | None = None,
     term_weight: Callable[[str], float] | None = None,
     reader: Reader | None = None,
     known_term: Callable[[str], bool] | None = None,
@@ -248,7 +246,7 @@ def compose_answer(
     """
     started = time.perf_counter()
     hits = result.hits
-    ranked = rank_sentences(result, sentence_vectors, document_texts, term_weight)
+    ranked = rank_sentences(result, sentence_vectors, term_weight)
     cover = coverage(
         result, [float(v @ result.query_vector) for vs in sentence_vectors for v in vs]
     )
@@ -308,35 +306,34 @@ def compose_answer(
 def _cite(
     chosen: Sequence[SentenceCandidate], hits: Sequence[Hit]
 ) -> tuple[list[AnswerSentence], list[Citation]]:
-    """Number the cited studies by first use (the best sentence's study is [1]); within a
-    study, quote its sentences in the order they appear in the document."""
-    order: list[str] = []
+    """Quote passage by passage, the passage of the best sentence first, each passage's
+    sentences in reading order; number the studies by first use, so every sentence of one
+    study carries its marker. A citation lists its study's quoted passages in document order."""
+    order: list[int] = []  # passages, by first use
     for cand in chosen:
-        if cand.document_id not in order:
-            order.append(cand.document_id)
+        if cand.hit_pos not in order:
+            order.append(cand.hit_pos)
+    markers: dict[str, int] = {}
+    for pos in order:
+        markers.setdefault(hits[pos].chunk.document_id, len(markers) + 1)
     sentences: list[AnswerSentence] = []
-    citations: list[Citation] = []
-    for marker, document_id in enumerate(order, start=1):
-        own = sorted(
-            (c for c in chosen if c.document_id == document_id), key=lambda c: c.span.start
-        )
-        highlights: dict[int, list[Span]] = {}
+    highlights: dict[int, list[Span]] = {}
+    for pos in order:
+        hit = hits[pos]
+        own = sorted((c for c in chosen if c.hit_pos == pos), key=lambda c: c.span.start)
         for cand in own:
-            sentences.append(AnswerSentence(cand.text, marker))
-            base = hits[cand.hit_pos].chunk.start
-            highlights.setdefault(cand.hit_pos, []).append(
-                Span(cand.span.start - base, cand.span.end - base)
+            sentences.append(AnswerSentence(cand.text, markers[hit.chunk.document_id]))
+            highlights.setdefault(pos, []).append(
+                Span(cand.span.start - hit.chunk.start, cand.span.end - hit.chunk.start)
             )
-        quoted = sorted(highlights, key=lambda pos: hits[pos].chunk.start)
-        citations.append(
-            Citation(
-                marker,
-                tuple(
-                    QuotedPassage(hits[pos], tuple(sorted(highlights[pos], key=lambda s: s.start)))
-                    for pos in quoted
-                ),
-            )
+    citations = []
+    for document_id, marker in markers.items():
+        quoted = sorted(
+            (pos for pos in order if hits[pos].chunk.document_id == document_id),
+            key=lambda pos: hits[pos].chunk.start,
         )
+        passages = tuple(QuotedPassage(hits[pos], tuple(highlights[pos])) for pos in quoted)
+        citations.append(Citation(marker, passages))
     return sentences, citations
 
 
@@ -516,7 +513,7 @@ def not_stated(
 def _abstention(
     result: SearchResult,
     cover: Coverage,
-    documents: dict[str, Document] | None,
+    documents: Mapping[str, Document] | None,
     missing: Sequence[str],
     started: float,
 ) -> Answer:

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from service.answering import Answer, compose_answer
 from service.batching import with_query_batching
+from service.chunk_index import ChunkIndex
 from service.config import RetrievalMode, Settings
 from service.embedding import Embedder, load_embedder
 from service.index_store import BuildReport, IndexData, ProgressFn
@@ -58,7 +59,7 @@ class Engine:
         self,
         settings: Settings,
         embedder: Embedder,
-        data: IndexData,
+        data: IndexData | ChunkIndex,
         reader: Reader | str | None = CONFIGURED,
     ) -> None:
         self.settings = settings
@@ -92,10 +93,11 @@ class Engine:
         return engine, ensured
 
     @property
-    def data(self) -> IndexData:
-        return self.retriever.data
+    def data(self) -> ChunkIndex:
+        """The index in service (see :mod:`service.chunk_index`)."""
+        return self.retriever.index
 
-    def swap(self, data: IndexData) -> None:
+    def swap(self, data: IndexData | ChunkIndex) -> None:
         """Serve a new index from the next request on."""
         self.retriever = Retriever(data, self.embedder, self.settings, self.ranker)
         self.index_warning = None
@@ -169,7 +171,6 @@ class Engine:
         answer = compose_answer(
             result,
             vectors,
-            retriever.document_texts,
             self.settings,
             data.documents,
             retriever.term_weight,

@@ -110,7 +110,7 @@ class Reindexer:
             raise ReindexBusy(self.started_at)
         started_at = now()
         started = time.perf_counter()
-        previous = engine.data.path.name if engine is not None else None
+        previous = engine.data.build_name if engine is not None else None
         previous_corpus = engine.data.manifest.corpus_hash if engine is not None else None
         try:
             self.started_at, self.stage, self.done, self.total = started_at, None, 0, 0

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import numpy as np
 
+from service.chunk_index import ChunkIndex, EmbeddedIndex, Ranking
 from service.chunking import Chunk
 from service.config import RetrievalMode, Settings
 from service.documents import Document, PageSpan
@@ -96,48 +97,36 @@ class _LRU:
 
 
 class Retriever:
-    """Search one loaded index. Thread-safe for concurrent searches."""
+    """Search one index in service (any :class:`ChunkIndex` backend). Thread-safe for
+    concurrent searches."""
 
     def __init__(
         self,
-        data: IndexData,
+        index: ChunkIndex | IndexData,
         embedder: Embedder,
         settings: Settings,
         ranker: LinearRanker | None = None,
     ) -> None:
-        self.data = data
+        self.index: ChunkIndex = EmbeddedIndex(index) if isinstance(index, IndexData) else index
         self.embedder = embedder
         self.settings = settings
         self.ranker = ranker
-        grouped: dict[str, list[int]] = {}
-        for i, chunk in enumerate(data.chunks):
-            grouped.setdefault(chunk.document_id, []).append(i)
-        numbers = {doc: n for n, doc in enumerate(grouped)}
-        self._doc_number = np.asarray([numbers[c.document_id] for c in data.chunks], dtype=np.int64)
-        self._doc_rows: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = {
-            k: np.asarray(v, dtype=np.int64) for k, v in grouped.items()
-        }
         self._query_cache = _LRU(1024)
-        self.document_texts = {d.id: d.text for d in data.documents.values()}
-        vocab: dict[str, int] = dict(getattr(data.bm25, "vocab_dict", {}) or {})
-        self._vocab = set(vocab)
-        self._term_ids = vocab
-        # Inverse document frequency per BM25 term, from the index's own term-chunk matrix.
-        indptr = np.asarray(data.bm25.scores["indptr"])
-        self._postings_ptr = indptr
-        self._postings = np.asarray(data.bm25.scores["indices"])
-        df = np.diff(indptr)
-        n = max(1, len(data.chunks))
-        self.idf = {
-            term: float(np.log(1.0 + (n - df[i] + 0.5) / (df[i] + 0.5)))
-            for term, i in vocab.items()
-            if i < len(df)
-        }
+        # Inverse document frequency per lexical term, from the index's own counts.
+        df = self.index.document_frequencies
+        self._vocab = set(df)
+        n = max(1, len(self.index))
+        self.idf = {term: float(np.log(1.0 + (n - f + 0.5) / (f + 0.5))) for term, f in df.items()}
         self.max_idf = float(np.log(1.0 + (n + 0.5) / 0.5))
 
     @property
-    def documents(self) -> dict[str, Document]:
-        return self.data.documents
+    def data(self) -> ChunkIndex:
+        """The index in service (the name the callers of the embedded-only days used)."""
+        return self.index
+
+    @property
+    def documents(self) -> Mapping[str, Document]:
+        return self.index.documents
 
     def _known_weight(self, terms: set[str]) -> float:
         total = sum(self.term_weight(t) for t in terms)
@@ -182,7 +171,7 @@ class Retriever:
         if k < 1:
             raise ValueError("k must be at least 1")
         vector, tokens, dense, lexical = self._rankings(
-            query, k, self._allowed_rows(document_ids), query_vector
+            query, k, self._allowed(document_ids), query_vector
         )
         dense_scores = dict(dense)
         bm25_scores = dict(lexical)
@@ -201,14 +190,15 @@ class Retriever:
             ranked = self._fuse([dense, [(i, s) for i, s in lexical if s > 0]])
             mode = "hybrid"
         hits = []
+        documents = self.index.documents
         for rank, (row, score) in enumerate(ranked[:k], start=1):
-            chunk = self.data.chunks[row]
+            chunk = self.index.chunk(row)
             hits.append(
                 Hit(
                     rank=rank,
                     score=float(score),
                     chunk=chunk,
-                    document=self.data.documents[chunk.document_id],
+                    document=documents[chunk.document_id],
                     chunk_index=row,
                     dense_score=dense_scores.get(row),
                     bm25_score=bm25_scores.get(row),
@@ -227,17 +217,19 @@ class Retriever:
         self,
         query: str,
         k: int,
-        allowed: np.ndarray[Any, np.dtype[np.int64]] | None,
+        allowed: frozenset[str] | None,
         query_vector: Vectors | None = None,
-    ) -> tuple[Vectors, list[str], list[tuple[int, float]], list[tuple[int, float]]]:
+    ) -> tuple[Vectors, list[str], Ranking, Ranking]:
         """The question's vector and words, and its dense and BM25 rankings, deep enough for
         fusion and reranking to see past the first ``k``."""
-        total = len(self.data.chunks) if allowed is None else len(allowed)
+        counts = self.index.chunk_counts
+        total = len(self.index) if allowed is None else sum(counts.get(d, 0) for d in allowed)
         depth = min(total, max(50, 4 * k))
         vector = query_vector if query_vector is not None else self.embed_query(query)
         tokens = tokenize(query)
-        dense = self._dense(vector, depth, allowed) if depth else []
-        lexical = self._bm25(tokens, depth, allowed) if depth else []
+        dense = self.index.dense(vector, depth, allowed) if depth else []
+        known = [t for t in tokens if t in self._vocab]
+        lexical = self.index.lexical(known, depth, allowed) if depth and known else []
         return vector, tokens, dense, lexical
 
     def candidates(self, query: str, k: int = 5) -> CandidateSignals:
@@ -263,11 +255,10 @@ class Retriever:
         cosine = np.asarray([dense_score.get(r, np.nan) for r in rows], dtype=np.float64)
         missing = np.flatnonzero(np.isnan(cosine))
         if len(missing):  # BM25-only candidates: their vectors from the index
-            stored = self.data.vectors.reconstruct_batch(row_array[missing])
-            cosine[missing] = stored @ query
-        best_sentence = self._best_sentence(row_array, query, cosine)
-        documents = self._doc_number[row_array] if rows else np.zeros(0, dtype=np.int64)
-        overlap, doc_overlap = self._word_overlap(tokens, row_array, documents)
+            cosine[missing] = self.index.chunk_vectors(row_array[missing]) @ query
+        best_sentence = self.index.best_sentence(row_array, query, cosine)
+        documents = self.index.document_numbers(row_array)
+        overlap, doc_overlap = self._word_overlap(tokens, row_array)
         unranked = len(dense) + 1
         return CandidateSignals(
             rows=row_array,
@@ -281,110 +272,26 @@ class Retriever:
             doc_overlap=doc_overlap,
         )
 
-    def _best_sentence(
-        self,
-        rows: np.ndarray[Any, np.dtype[np.int64]],
-        query: np.ndarray[Any, np.dtype[np.float32]],
-        fallback: np.ndarray[Any, np.dtype[np.float64]],
-    ) -> np.ndarray[Any, np.dtype[np.float64]]:
-        """Each row's best sentence cosine (its chunk cosine when it has no sentences)."""
-        offsets = self.data.sentence_offsets
-        lo, hi = offsets[rows], offsets[rows + 1]
-        counts = hi - lo
-        best = fallback.copy()
-        has = counts > 0
-        if not has.any():
-            return best
-        lo, counts = lo[has], counts[has]
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        gather = np.repeat(lo - starts, counts) + np.arange(int(counts.sum()))
-        cosines = self.data.sentence_vectors[gather] @ query
-        best[has] = np.maximum.reduceat(cosines, starts)
-        return best
-
     def _word_overlap(
-        self,
-        tokens: list[str],
-        rows: np.ndarray[Any, np.dtype[np.int64]],
-        documents: np.ndarray[Any, np.dtype[np.int64]],
+        self, tokens: list[str], rows: np.ndarray[Any, np.dtype[np.int64]]
     ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
         """IDF-weighted share of the question's words in each row and in each row's document."""
         terms = set(tokens)
         total = sum(self.term_weight(t) for t in terms)
-        in_chunk = np.zeros(len(rows))
-        in_document = np.zeros(len(rows))
         if not total or not len(rows):
-            return in_chunk, in_document
-        chunk_has = np.zeros(len(self.data.chunks), dtype=bool)
-        document_has = np.zeros(int(self._doc_number.max()) + 1, dtype=bool)
-        for term in terms:
-            term_id = self._term_ids.get(term)
-            if term_id is None or term_id + 1 >= len(self._postings_ptr):
-                continue
-            lo, hi = int(self._postings_ptr[term_id]), int(self._postings_ptr[term_id + 1])
-            holders = self._postings[lo:hi]
-            weight = self.term_weight(term) / total
-            chunk_has[:] = False
-            chunk_has[holders] = True
-            document_has[:] = False
-            document_has[self._doc_number[holders]] = True
-            in_chunk += weight * chunk_has[rows]
-            in_document += weight * document_has[documents]
-        return in_chunk, in_document
+            return np.zeros(len(rows)), np.zeros(len(rows))
+        weights = {t: self.term_weight(t) / total for t in terms if t in self._vocab}
+        return self.index.word_overlap(weights, rows)
 
-    def _allowed_rows(
-        self, document_ids: Collection[str] | None
-    ) -> np.ndarray[Any, np.dtype[np.int64]] | None:
+    def _allowed(self, document_ids: Collection[str] | None) -> frozenset[str] | None:
         if document_ids is None:
             return None
         if isinstance(document_ids, str):  # one id, not a collection of one-letter ids
             document_ids = [document_ids]
-        unknown = [d for d in document_ids if d not in self.data.documents]
+        unknown = [d for d in document_ids if d not in self.index.documents]
         if unknown:
             raise UnknownDocumentError(unknown)
-        rows = [self._doc_rows.get(d, np.zeros(0, dtype=np.int64)) for d in set(document_ids)]
-        return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
-
-    def _dense(
-        self, vector: Vectors, n: int, allowed: np.ndarray[Any, np.dtype[np.int64]] | None
-    ) -> list[tuple[int, float]]:
-        import faiss
-
-        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if allowed is None:
-            scores, ids = self.data.vectors.search(query, n)
-        else:
-            selector = faiss.IDSelectorBatch(allowed)
-            params: Any
-            if isinstance(self.data.vectors, faiss.IndexHNSW):
-                params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
-                params.efSearch = self.data.vectors.hnsw.efSearch
-            else:
-                params = faiss.SearchParameters()
-            params.sel = selector
-            scores, ids = self.data.vectors.search(query, n, params=params)
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-        # Equal scores in corpus order, as in the BM25 and fused rankings (FAISS leaves ties
-        # in heap order).
-        return sorted(found, key=lambda item: (-item[1], item[0]))
-
-    def _bm25(
-        self, tokens: list[str], n: int, allowed: np.ndarray[Any, np.dtype[np.int64]] | None
-    ) -> list[tuple[int, float]]:
-        known = [t for t in tokens if t in self._vocab]
-        if not known:
-            return []
-        scores = np.asarray(self.data.bm25.get_scores(known), dtype=np.float32)
-        if allowed is not None:
-            mask = np.full(scores.shape, -np.inf, dtype=np.float32)
-            mask[allowed] = scores[allowed]
-            scores = mask
-        n = min(n, int(np.isfinite(scores).sum()))
-        if n <= 0:
-            return []
-        top = np.argpartition(-scores, n - 1)[:n]
-        top = top[np.lexsort((top, -scores[top]))]
-        return [(int(i), float(scores[i])) for i in top]
+        return frozenset(document_ids)
 
     def _fuse(
         self,

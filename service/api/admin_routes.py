@@ -34,10 +34,10 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from service.api.schemas import DocumentSummary, ErrorResponse
 from service.api.state import AppState, app_state
+from service.chunk_index import ChunkIndex
 from service.corpus_files import AddFiles, CorpusChangeError, RemoveFiles, check_upload, removal_for
 from service.documents import LoadProblem
 from service.engine import Engine
-from service.index_store import IndexData
 from service.reindexing import ReindexBusy, Reindexer, ReindexOutcome
 
 log = logging.getLogger("service.api.admin")
@@ -169,10 +169,10 @@ StateDep = Annotated[AppState, Depends(app_state)]
 ReindexDep = Annotated[Reindexer, Depends(reindexer)]
 
 
-def build_info(data: IndexData) -> BuildInfo:
+def build_info(data: ChunkIndex) -> BuildInfo:
     m = data.manifest
     return BuildInfo(
-        build=data.path.name,
+        build=data.build_name,
         documents=m.documents,
         chunks=m.chunks,
         sentences=m.sentences,

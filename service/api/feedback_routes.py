@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.api.errors import ErrorResponse, api_error, invalid
 from service.api.schemas import AskResponse, clean_question
+from service.chunk_index import ChunkIndex
 from service.config import Settings
 from service.engine import Engine
 from service.feedback_store import FeedbackStore, FeedbackStoreError, Rating, db_path, utc_now
-from service.index_store import IndexData
 from service.recent_answers import AnswerRecord, RecentAnswers, new_answer_id
 from service.reranking import LinearRanker
 
@@ -79,7 +79,7 @@ class FeedbackDesk:
             self.problem = "the feedback database is closed (the app has stopped)"
 
     def remember(
-        self, response: AskResponse, engine: Engine, data: IndexData, mode: str | None
+        self, response: AskResponse, engine: Engine, data: ChunkIndex, mode: str | None
     ) -> str | None:
         """Record ``response`` (answered from ``data``) and return its id; None when ratings
         cannot be stored, so clients know not to offer them."""
@@ -96,7 +96,7 @@ class FeedbackDesk:
                 citations_zlib=AnswerRecord.pack(_json(shown["citations"])),
                 resolution_json=_json(shown["resolution"]) if shown["resolution"] else None,
                 mode=mode or engine.settings.default_mode,
-                index_build=data.path.name,
+                index_build=data.build_name,
                 index_built_at=data.manifest.built_at,
                 reader=getattr(engine.reader, "name", None),
                 ranker=self._ranker_version(engine.ranker),
@@ -126,7 +126,7 @@ def with_answer_id(
     request: Request,
     reply: AskResponse | JSONResponse,
     engine: Engine,
-    data: IndexData,
+    data: ChunkIndex,
     mode: str | None,
 ) -> AskResponse | JSONResponse:
     """``reply`` with its ``answer_id`` set and remembered (an error passes through)."""

@@ -178,7 +178,7 @@ class IndexCollector:
             data = engine.data
             m = data.manifest
             info = {
-                "build": data.path.name,
+                "build": data.build_name,
                 "model": m.model,
                 "dimension": str(m.dimension),
                 "index_type": m.index_type,

@@ -180,8 +180,7 @@ async def get_document(document_id: str, engine: EngineDep) -> DocumentDetail:
         raise HTTPException(status_code=404, detail=f"no document with id '{document_id}'")
     chunks = [
         ChunkOffsets(chunk_id=c.id, section=c.section, start=c.start, end=c.end)
-        for c in data.chunks
-        if c.document_id == document_id
+        for c in data.chunks_of(document_id)
     ]
     return DocumentDetail(
         id=doc.id,

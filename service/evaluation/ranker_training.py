@@ -35,14 +35,14 @@ def training_groups(engine: Any, questions: list[Question]) -> list[TrainingGrou
     """Each in-scope question's rerank candidates, labelled relevant when the chunk is in a
     relevant document and holds an answer string (the evaluation's passage relevance)."""
     retriever = engine.retriever
-    qrels = passage_qrels(questions, retriever.data.chunks)
+    qrels = passage_qrels(questions, list(retriever.data.chunks()))
     groups = []
     for q in questions:
         if not q.in_scope:
             continue
         candidates = retriever.candidates(q.question)
         relevant = np.asarray(
-            [retriever.data.chunks[int(r)].id in qrels[q.id] for r in candidates.rows], dtype=bool
+            [retriever.data.chunk(int(r)).id in qrels[q.id] for r in candidates.rows], dtype=bool
         )
         groups.append(TrainingGroup(feature_matrix(candidates), relevant))
     return groups

@@ -182,7 +182,7 @@ def candidate_pool(engine: Any, question: str, limit: int) -> list[tuple[str, st
     retriever = engine.retriever
     result = retriever.run(question, ANSWER_TOP_K, engine.settings.default_mode)
     vectors = [retriever.data.chunk_sentence_vectors(h.chunk_index) for h in result.hits]
-    ranked = rank_sentences(result, vectors, retriever.document_texts, retriever.term_weight)
+    ranked = rank_sentences(result, vectors, retriever.term_weight)
     return [(c.text, c.document_id) for c in ranked[:limit]]
 
 

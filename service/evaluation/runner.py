@@ -89,7 +89,7 @@ class EngineBackend:
         self.name = "in-process"
 
     def chunks(self) -> list[Chunk]:
-        return list(self.engine.data.chunks)
+        return list(self.engine.data.chunks())
 
     def search(self, question: str, k: int, mode: str) -> list[PassageOut]:
         hits = self.engine.search(question, k, mode).hits

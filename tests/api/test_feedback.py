@@ -118,7 +118,7 @@ def test_a_rating_stores_the_servers_record_of_the_answer(
     assert [c["document_id"] for c in answer["citations"]] == ["disc"]
     assert row["resolution"] is None  # asked on its own
     assert row["mode"] == "bm25"
-    assert row["index_build"] == engine.data.path.name
+    assert row["index_build"] == engine.data.build_name
     assert row["index_built_at"] == client.get("/readyz").json()["index_built_at"]
     assert row["reader"] == "scripted"
     assert row["ranker"] is not None and row["ranker"].startswith("ranker-")

@@ -180,8 +180,8 @@ def test_rerank_respects_the_document_filter(tiny_retriever: Retriever) -> None:
 
 def test_rerank_candidates_include_bm25_only_chunks(tiny_retriever: Retriever) -> None:
     candidates = tiny_retriever.candidates("reoperation")
-    assert len(candidates.rows) == len(tiny_retriever.data.chunks)
-    chunks = tiny_retriever.data.chunks
+    assert len(candidates.rows) == len(tiny_retriever.data)
+    chunks = list(tiny_retriever.data.chunks())
     disc = [i for i, r in enumerate(candidates.rows) if chunks[r].document_id == "disc"]
     assert candidates.bm25[disc[0]] > 0 and candidates.overlap[disc[0]] == pytest.approx(1.0)
     assert candidates.doc_overlap[disc[0]] == pytest.approx(1.0)

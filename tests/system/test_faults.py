@@ -523,7 +523,7 @@ def test_ingest_killed_midway_then_start_and_ingest_again(built: Settings, stage
         assert ready.status_code == 200
         assert ready.json()["index_built_at"] == old.manifest.built_at
         engine = client.app.state.qa.engine  # type: ignore[attr-defined]
-        assert engine.data.path == old.path
+        assert engine.data.build_name == old.path.name
         assert client.post("/api/ask", json={"question": "reoperation rate"}).status_code == 200
 
     # The next ingest completes and clears what the killed one left.

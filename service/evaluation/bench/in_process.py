@@ -70,9 +70,8 @@ def bench_in_process(settings: Settings, config: BenchConfig, say: Say) -> InPro
             result = retriever.run(q, settings.top_k, settings.default_mode, query_vector=v)
             t0 = time.perf_counter()
             sentence_vectors = [data.chunk_sentence_vectors(h.chunk_index) for h in result.hits]
-            texts = {d.id: d.text for d in data.documents.values()}
             compose_answer(
-                result, sentence_vectors, texts, settings, data.documents, retriever.term_weight
+                result, sentence_vectors, settings, data.documents, retriever.term_weight
             )
             times.append(time.perf_counter() - t0)
         compose_runs.append(percentile([t * 1000 for t in times], 50))
@@ -85,7 +84,7 @@ def bench_in_process(settings: Settings, config: BenchConfig, say: Say) -> InPro
             times.append(time.perf_counter() - t0)
         ask_runs.append(percentile([t * 1000 for t in times], 50))
     return InProcessResult(
-        chunks=len(data.chunks),
+        chunks=len(data),
         calls_per_run=config.inprocess_calls,
         query_embedding_ms=EmbeddingLatency.of(embed_runs, cpu_ms_mean=summary(embed_cpu_runs)),
         query_embedding_batch16_ms_per_question=summary(batch_runs),
