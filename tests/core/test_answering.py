@@ -200,15 +200,20 @@ def test_bibliographic_question_is_answered_from_the_reference_line(tmp_path: Pa
     assert other.status == "not_stated" and other.reading is not None and other.reading.gated
 
 
-def test_one_citation_per_study_with_every_quoted_passage(tiny: Settings) -> None:
-    """Two passages of one study quoted: one marker, one citation listing both passages in
-    the order they appear in the document, each with its quoted sentence highlighted."""
-    (tiny.corpus_dir / "knee.md").write_text(
+def _two_passage_knee_study(settings: Settings) -> None:
+    """Replace the knee document with one of two sections (two chunks) on the same subject."""
+    (settings.corpus_dir / "knee.md").write_text(
         "---\nid: knee\ntitle: Knee Cartilage\nyear: 2021\n---\n\n# Knee Cartilage\n\n"
         "## Results\n\nStem cell injections reduced knee pain at six months.\n\n"
         "## Safety\n\nStem cell injections caused knee swelling in two patients.\n",
         encoding="utf-8",
     )
+
+
+def test_one_citation_per_study_with_every_quoted_passage(tiny: Settings) -> None:
+    """Two passages of one study quoted: one marker, one citation listing both passages in
+    the order they appear in the document, each with its quoted sentence highlighted."""
+    _two_passage_knee_study(tiny)
     answer = engine_with(tiny, None, max_answer_sentences=4).ask(
         "Did stem cell injections reduce knee pain or cause knee swelling?"
     )
@@ -243,12 +248,7 @@ def test_pages_label_merges_the_passages_pages() -> None:
 def test_sentences_keep_the_best_passage_first_across_studies(tiny: Settings) -> None:
     """Quoting order is by passage (the best sentence's passage first), not by study: a study
     quoted again after another one reuses its marker."""
-    (tiny.corpus_dir / "knee.md").write_text(
-        "---\nid: knee\ntitle: Knee Cartilage\nyear: 2021\n---\n\n# Knee Cartilage\n\n"
-        "## Results\n\nStem cell injections reduced knee pain at six months.\n\n"
-        "## Safety\n\nStem cell injections caused knee swelling in two patients.\n",
-        encoding="utf-8",
-    )
+    _two_passage_knee_study(tiny)
     answer = engine_with(tiny, None, max_answer_sentences=4).ask(
         "Did stem cell injections reduce knee pain, lower the reoperation rate, or cause swelling?"
     )
