@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from service.embedding import load_embedder
-    from service.ingest import ensure_index
+    from service.backends import open_index
 
     progress = Progress(args.quiet)
     settings = settings_for(args)
@@ -69,8 +69,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     progress.say(f"loading model '{settings.model}' ...")
     embedder = load_embedder(settings)
-    ensured = ensure_index(settings, embedder, force=args.force, progress=progress)
-    if ensured.build is None:
+    ensured = open_index(settings, embedder, force=args.force, progress=progress)
+    if ensured.build is None and ensured.reason is not None:  # published, nothing re-embedded
+        m = ensured.data.manifest
+        progress.say(
+            f"published {m.documents} documents, {m.chunks} chunks to "
+            f"{ensured.data.build_name} ({ensured.reason})"
+        )
+    elif ensured.build is None:
         m = ensured.data.manifest
         progress.say(
             f"index is up to date: {m.documents} documents, {m.chunks} chunks "
@@ -90,7 +96,8 @@ def cmd_add(args: argparse.Namespace) -> int:
     from service.corpus_files import AddFiles, CorpusChangeError, Upload, check_upload
     from service.embedding import load_embedder
     from service.index_store import IndexStoreError
-    from service.ingest import ensure_index, read_corpus
+    from service.backends import open_index
+    from service.ingest import read_corpus
 
     progress = Progress(args.quiet)
     settings = settings_for(args)
@@ -118,7 +125,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     change.apply()
     progress.say(f"loading model '{settings.model}' ...")
     try:
-        ensured = ensure_index(settings, load_embedder(settings), progress=progress)
+        ensured = open_index(settings, load_embedder(settings), progress=progress)
     except (IndexStoreError, OSError) as exc:
         change.undo()
         raise CliError(f"the index could not be built ({exc}); nothing was added") from None
