@@ -410,7 +410,7 @@ def _meta_points(
                 )
             )
     df = np.diff(indptr)
-    ids = sorted(term_names)
+    ids = sorted(i for i in term_names if i < len(df))  # bm25s's '' has no postings row
     for lo in range(0, len(ids), VOCABULARY_PAGE):
         page = ids[lo : lo + VOCABULARY_PAGE]
         points.append(
@@ -420,7 +420,7 @@ def _meta_points(
                     "kind": "vocabulary",
                     "terms": [term_names[i] for i in page],
                     "ids": page,
-                    "df": [int(df[i]) if i < len(df) else 0 for i in page],
+                    "df": [int(df[i]) for i in page],
                 },
             )
         )
@@ -641,8 +641,10 @@ class QdrantIndex:
 
     @staticmethod
     def _ranking(points: Sequence[Any]) -> Ranking:
-        # Equal scores in row order (local mode puts the highest id first).
-        return sorted(((int(p.id), float(p.score)) for p in points), key=lambda x: (-x[1], x[0]))
+        # float32 as the embedded backend's scores (FAISS, bm25s), so its exact ties stay ties;
+        # equal scores in row order (local mode puts the highest id first).
+        found = [(int(p.id), float(np.float32(p.score))) for p in points]
+        return sorted(found, key=lambda x: (-x[1], x[0]))
 
     def candidates(
         self, query: Vectors, terms: Sequence[str], n: int, document_ids: Collection[str] | None
