@@ -41,7 +41,14 @@ def open_index(
         return ensure_index(
             settings, embedder, force=force, progress=progress, serve_stale=serve_stale
         )
-    from service.qdrant_index import QdrantIndex, mismatch, open_client, publish, resolve, translated
+    from service.qdrant_index import (
+        QdrantIndex,
+        mismatch,
+        open_client,
+        publish,
+        resolve,
+        translated,
+    )
     from service.qdrant_index import where as qdrant_where
 
     client = open_client(settings)

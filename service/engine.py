@@ -13,8 +13,8 @@ from dataclasses import replace
 from typing import TypeVar
 
 from service.answering import Answer, compose_answer
-from service.batching import with_query_batching
 from service.backends import open_index, rebuild
+from service.batching import with_query_batching
 from service.chunk_index import BackendUnavailable, ChunkIndex
 from service.config import RetrievalMode, Settings
 from service.embedding import Embedder, load_embedder
@@ -181,9 +181,7 @@ class Engine:
         The coverage check then sees the retrieval query's signals, so callers using
         ``retrieval_query`` must check the answer is grounded in the question's own words.
         """
-        return self._answered(
-            lambda: self._ask(question, k, mode, document_ids, retrieval_query)
-        )
+        return self._answered(lambda: self._ask(question, k, mode, document_ids, retrieval_query))
 
     def _ask(
         self,

@@ -149,7 +149,9 @@ def _unavailable(exc: Exception, at: str, collection: str | None) -> BackendUnav
     )
 
     named = f"collection '{collection}'" if collection else "the collection"
-    missing = f"{named} is missing in Qdrant at {at}; publish a build with `python -m service ingest`"
+    missing = (
+        f"{named} is missing in Qdrant at {at}; publish a build with `python -m service ingest`"
+    )
     if isinstance(exc, UnexpectedResponse):
         if exc.status_code == 404:
             return BackendUnavailable(missing)
@@ -158,22 +160,26 @@ def _unavailable(exc: Exception, at: str, collection: str | None) -> BackendUnav
         import httpx
 
         if isinstance(exc.source, httpx.TimeoutException):
-            return BackendUnavailable(f"Qdrant at {at} did not answer in time (QA_QDRANT_TIMEOUT_S)")
+            return BackendUnavailable(
+                f"Qdrant at {at} did not answer in time (QA_QDRANT_TIMEOUT_S)"
+            )
         return BackendUnavailable(f"Qdrant at {at} is unreachable ({exc})")
     if isinstance(exc, ResourceExhaustedResponse):
         return BackendUnavailable(f"Qdrant at {at} is overloaded; retry later")
     if isinstance(exc, ApiException):
         return BackendUnavailable(f"Qdrant at {at} failed: {exc}")
     try:
-        import grpc
+        import grpc  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - grpcio comes with qdrant-client
         grpc = None
     if grpc is not None and isinstance(exc, grpc.RpcError):
-        code = exc.code()  # type: ignore[attr-defined]
+        code = exc.code()
         if code == grpc.StatusCode.NOT_FOUND:
             return BackendUnavailable(missing)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return BackendUnavailable(f"Qdrant at {at} did not answer in time (QA_QDRANT_TIMEOUT_S)")
+            return BackendUnavailable(
+                f"Qdrant at {at} did not answer in time (QA_QDRANT_TIMEOUT_S)"
+            )
         return BackendUnavailable(f"Qdrant at {at} is unavailable ({code.name})")
     if isinstance(exc, ValueError) and str(exc).endswith("not found"):  # local mode
         return BackendUnavailable(missing)
@@ -635,9 +641,7 @@ class QdrantIndex:
         if not ids:
             return None
         unique, counts = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
-        return models.SparseVector(
-            indices=unique.tolist(), values=counts.astype(float).tolist()
-        )
+        return models.SparseVector(indices=unique.tolist(), values=counts.astype(float).tolist())
 
     @staticmethod
     def _ranking(points: Sequence[Any]) -> Ranking:
@@ -720,9 +724,7 @@ class QdrantIndex:
         if not len(rows):
             return np.zeros(0, dtype=np.int64)
         records = self._fetch(rows.tolist())
-        return np.asarray(
-            [self._doc_number[r.chunk.document_id] for r in records], dtype=np.int64
-        )
+        return np.asarray([self._doc_number[r.chunk.document_id] for r in records], dtype=np.int64)
 
     def word_overlap(self, weights: Mapping[str, float], rows: Rows) -> tuple[Floats, Floats]:
         in_chunk = np.zeros(len(rows))

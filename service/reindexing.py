@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol, get_args
 
+from service.backends import rebuild
 from service.config import Settings
 from service.documents import LoadProblem
 from service.embedding import load_embedder
 from service.engine import Engine
 from service.index_store import BuildReport
-from service.backends import rebuild
 from service.ingest import ReindexError
 
 log = logging.getLogger("service.reindexing")

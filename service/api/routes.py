@@ -228,7 +228,9 @@ async def readyz(state: StateDep, request: Request) -> Ready:
     try:
         data = await run_in_threadpool(engine.ensure_current)
     except BackendUnavailable as exc:
-        raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "2"}) from None
+        raise HTTPException(
+            status_code=503, detail=str(exc), headers={"Retry-After": "2"}
+        ) from None
     m = data.manifest
     return Ready(
         status="ready",

@@ -56,8 +56,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from service.embedding import load_embedder
     from service.backends import open_index
+    from service.embedding import load_embedder
 
     progress = Progress(args.quiet)
     settings = settings_for(args)
@@ -72,9 +72,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ensured = open_index(settings, embedder, force=args.force, progress=progress)
     if ensured.build is None and ensured.reason is not None:  # published, nothing re-embedded
         m = ensured.data.manifest
+        target = getattr(ensured.data, "build_name", settings.index_dir)
         progress.say(
-            f"published {m.documents} documents, {m.chunks} chunks to "
-            f"{ensured.data.build_name} ({ensured.reason})"
+            f"published {m.documents} documents, {m.chunks} chunks to {target} ({ensured.reason})"
         )
     elif ensured.build is None:
         m = ensured.data.manifest
@@ -93,10 +93,10 @@ def cmd_add(args: argparse.Namespace) -> int:
     if the build fails, the files are taken out again."""
     from pathlib import Path
 
+    from service.backends import open_index
     from service.corpus_files import AddFiles, CorpusChangeError, Upload, check_upload
     from service.embedding import load_embedder
     from service.index_store import IndexStoreError
-    from service.backends import open_index
     from service.ingest import read_corpus
 
     progress = Progress(args.quiet)

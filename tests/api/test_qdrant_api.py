@@ -47,9 +47,7 @@ def test_a_deleted_collection_answers_503_then_recovers(tmp_path: Path) -> None:
 
 def test_an_unreachable_url_answers_503_and_keeps_retrying(tmp_path: Path) -> None:
     url = "http://127.0.0.1:1"  # nothing listens there: connection refused, for real
-    settings = make_settings(
-        tmp_path, CORPUS, backend="qdrant", qdrant_url=url, qdrant_timeout_s=1
-    )
+    settings = make_settings(tmp_path, CORPUS, backend="qdrant", qdrant_url=url, qdrant_timeout_s=1)
     app = create_app(settings)
     with TestClient(app) as client:
         deadline = time.monotonic() + 20

@@ -55,7 +55,7 @@ def _fresh_clients() -> Iterator[None]:
 
 
 def test_settings_need_exactly_one_target() -> None:
-    with pytest.raises(SettingsError, match="QA_QDRANT_URL.*QA_QDRANT_PATH"):
+    with pytest.raises(SettingsError, match=r"QA_QDRANT_URL.*QA_QDRANT_PATH"):
         load_settings(backend="qdrant")
     with pytest.raises(SettingsError, match="both are set"):
         load_settings(backend="qdrant", qdrant_url="http://q:6333", qdrant_path="/tmp/q")
@@ -65,7 +65,9 @@ def test_settings_need_exactly_one_target() -> None:
 
 
 def test_same_rankings_and_features_as_embedded(tmp_path: Path) -> None:
-    embedded, _ = Engine.start(make_settings(tmp_path / "e", CORPUS), embedder=EMBEDDER, reader=None)
+    embedded, _ = Engine.start(
+        make_settings(tmp_path / "e", CORPUS), embedder=EMBEDDER, reader=None
+    )
     qdrant, ensured = Engine.start(qdrant_settings(tmp_path / "q"), embedder=EMBEDDER, reader=None)
     a, b = embedded.data, qdrant.data
     assert isinstance(b, QdrantIndex) and ensured.reason is not None
@@ -124,7 +126,7 @@ def test_alias_switch_while_a_reader_keeps_querying(tmp_path: Path) -> None:
                 seen.add(result.hits[0].chunk.document_id)
                 seen.add(reader.data.build_name)
                 answered += 1
-            except BaseException as exc:  # noqa: BLE001 - the assertion below reports it
+            except BaseException as exc:
                 errors.append(exc)
                 return
 
