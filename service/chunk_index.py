@@ -24,12 +24,20 @@ import numpy as np
 from service.chunking import Chunk
 from service.documents import Document
 from service.embedding import Vectors
-from service.index_store import IndexData, Manifest
+from service.index_store import IndexData, IndexStoreError, Manifest
 
 Rows = np.ndarray[Any, np.dtype[np.int64]]
 Floats = np.ndarray[Any, np.dtype[np.float64]]
 #: One ranking: (row, score), best first.
 Ranking = list[tuple[int, float]]
+
+
+class BackendUnavailable(IndexStoreError):
+    """The index's store cannot answer: unreachable, timed out, or its collection is gone.
+
+    One line naming where (a URL, a folder) and what (a collection); the API answers 503 with
+    it and ``/readyz`` reports it. Raised by backends that live outside this process
+    (:mod:`service.qdrant_index`)."""
 
 
 class ChunkIndex(Protocol):
@@ -100,6 +108,18 @@ class ChunkIndex(Protocol):
     @property
     def document_frequencies(self) -> Mapping[str, int]:
         """Chunks holding each stemmed term (the lexical vocabulary)."""
+        ...
+
+    def candidates(
+        self, query: Vectors, terms: Sequence[str], n: int, document_ids: Collection[str] | None
+    ) -> tuple[Ranking, Ranking]:
+        """``dense(query, ...)`` and ``lexical(terms, ...)`` together (one round trip where
+        the backend is remote); no ``terms``: no lexical candidates."""
+        ...
+
+    def refresh(self) -> ChunkIndex:
+        """The index to serve now: this one, or a newer build published since it was opened
+        (by another process). Raises :class:`BackendUnavailable` when the store cannot say."""
         ...
 
 
@@ -214,6 +234,15 @@ class EmbeddedIndex:
         top = np.argpartition(-scores, n - 1)[:n]
         top = top[np.lexsort((top, -scores[top]))]
         return [(int(i), float(scores[i])) for i in top]
+
+    def candidates(
+        self, query: Vectors, terms: Sequence[str], n: int, document_ids: Collection[str] | None
+    ) -> tuple[Ranking, Ranking]:
+        dense = self.dense(query, n, document_ids)
+        return dense, (self.lexical(terms, n, document_ids) if terms else [])
+
+    def refresh(self) -> EmbeddedIndex:
+        return self  # a new build is swapped in by whoever built it (Engine.reindex)
 
     # -- what the ranker reads about candidates
 

@@ -334,6 +334,45 @@ class Settings(BaseSettings):
         description="Seconds an answer can be rated after it was given (default 24 hours).",
     )
 
+    # -- storage backend (service/backends.py; README "Scaling out") -------------------------
+    backend: Literal["embedded", "qdrant"] = Field(
+        "embedded",
+        description=(
+            "'embedded': the index is loaded into this process (FAISS, bm25s); 'qdrant': "
+            "chunks, vectors and the BM25 weights live in Qdrant (QA_QDRANT_URL or "
+            "QA_QDRANT_PATH), so API replicas hold no per-chunk state. QA_INDEX_DIR stays the "
+            "build's working copy and embedding cache."
+        ),
+    )
+    qdrant_url: str | None = Field(
+        None,
+        description="Qdrant server or cluster, e.g. http://qdrant:6333 (QA_BACKEND=qdrant).",
+    )
+    qdrant_path: str | None = Field(
+        None,
+        description=(
+            "qdrant-client local mode: a folder (one process at a time), or ':memory:' (tests)."
+            " Set this or QA_QDRANT_URL, not both, with QA_BACKEND=qdrant."
+        ),
+    )
+    qdrant_collection: str = Field(
+        "msc-qa",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        description=(
+            "The alias served; each build is a collection '<alias>-<build>', switched in "
+            "atomically ('<alias>-meta' names its documents and manifest)."
+        ),
+    )
+    qdrant_api_key: str | None = Field(
+        None, description="API key sent to QA_QDRANT_URL (unset: none)."
+    )
+    qdrant_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds a Qdrant call may take (rounded up to whole seconds).",
+    )
+
     @field_validator("admin_token")
     @classmethod
     def _token_not_blank(cls, value: str | None) -> str | None:
@@ -415,6 +454,22 @@ class Settings(BaseSettings):
                 "QA_METRICS_AUTH=admin needs QA_ADMIN_TOKEN (the token /metrics then asks for); "
                 "set it or use QA_METRICS_AUTH=none"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _qdrant_target(self) -> Settings:
+        if self.backend != "qdrant":
+            return self
+        url = (self.qdrant_url or "").strip()
+        path = (self.qdrant_path or "").strip()
+        if bool(url) == bool(path):
+            raise ValueError(
+                "QA_BACKEND=qdrant needs exactly one of QA_QDRANT_URL (a server, e.g. "
+                "http://localhost:6333) and QA_QDRANT_PATH (a local-mode folder)"
+                + (" (both are set)" if url else "")
+            )
+        if url and not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError(f"QA_QDRANT_URL '{url}' must start with http:// or https://")
         return self
 
 

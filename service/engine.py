@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
+from typing import TypeVar
 
 from service.answering import Answer, compose_answer
+from service.backends import open_index, rebuild
 from service.batching import with_query_batching
-from service.chunk_index import ChunkIndex
+from service.chunk_index import BackendUnavailable, ChunkIndex
 from service.config import RetrievalMode, Settings
 from service.embedding import Embedder, load_embedder
 from service.index_store import BuildReport, IndexData, ProgressFn
-from service.ingest import EnsureResult, ensure_index, rebuild_index
+from service.ingest import EnsureResult
 from service.reader import Reader, load_reader
 from service.reranking import DEFAULT_PATH as DEFAULT_RANKER
 from service.reranking import LinearRanker
 from service.retrieval import Retriever, SearchResult
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def load_ranker(settings: Settings) -> LinearRanker | None:
@@ -87,7 +90,7 @@ class Engine:
         rather than not at all.
         """
         embedder = embedder or load_embedder(settings)
-        ensured = ensure_index(settings, embedder, progress=progress, serve_stale=True)
+        ensured = open_index(settings, embedder, progress=progress, serve_stale=True)
         engine = cls(settings, embedder, ensured.data, reader)
         engine.index_warning = ensured.warning
         return engine, ensured
@@ -108,9 +111,30 @@ class Engine:
         Requests keep being answered from the current index until the new one is swapped in.
         Callers run one re-index at a time (the admin endpoint holds a lock).
         """
-        report, data = rebuild_index(self.settings, self.embedder, progress=progress)
+        report, data = rebuild(self.settings, self.embedder, progress=progress)
         self.swap(data)
         return report
+
+    def ensure_current(self) -> ChunkIndex:
+        """Follow the backend to the build it serves now (another process may have published
+        a new one); raises :class:`BackendUnavailable` when the backend cannot answer."""
+        data = self.retriever.index
+        latest = data.refresh()
+        if latest is not data:
+            log.info("serving %s (was %s)", latest.build_name, data.build_name)
+            self.swap(latest)
+        return latest
+
+    def _answered(self, call: Callable[[], T]) -> T:
+        """``call()``; if the backend fails, once more on the build it serves now (a re-publish
+        dropped the collection this one was reading)."""
+        try:
+            return call()
+        except BackendUnavailable:
+            before = self.retriever.index
+            if self.ensure_current() is before:
+                raise
+            return call()
 
     def search(
         self,
@@ -118,6 +142,15 @@ class Engine:
         k: int | None = None,
         mode: RetrievalMode | str | None = None,
         document_ids: Collection[str] | None = None,
+    ) -> SearchResult:
+        return self._answered(lambda: self._search(query, k, mode, document_ids))
+
+    def _search(
+        self,
+        query: str,
+        k: int | None,
+        mode: RetrievalMode | str | None,
+        document_ids: Collection[str] | None,
     ) -> SearchResult:
         retriever = self.retriever
         started = time.perf_counter()
@@ -148,6 +181,16 @@ class Engine:
         The coverage check then sees the retrieval query's signals, so callers using
         ``retrieval_query`` must check the answer is grounded in the question's own words.
         """
+        return self._answered(lambda: self._ask(question, k, mode, document_ids, retrieval_query))
+
+    def _ask(
+        self,
+        question: str,
+        k: int | None,
+        mode: RetrievalMode | str | None,
+        document_ids: Collection[str] | None,
+        retrieval_query: str | None,
+    ) -> Answer:
         retriever = self.retriever
         started = time.perf_counter()
         query = retrieval_query or question

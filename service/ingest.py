@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from service.chunk_index import ChunkIndex
 from service.chunking import Chunk, chunk_document
 from service.config import Settings
 from service.documents import CorpusLoad, Document, LoadProblem, load_corpus
@@ -228,7 +229,7 @@ def build_index(
 
 @dataclass
 class EnsureResult:
-    data: IndexData
+    data: IndexData | ChunkIndex  # ChunkIndex: another backend (service.backends)
     build: BuildReport | None
     reason: str | None
     warning: str | None = None  # e.g. serving a stale index that could not be rebuilt

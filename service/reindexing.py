@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol, get_args
 
+from service.backends import rebuild
 from service.config import Settings
 from service.documents import LoadProblem
 from service.embedding import load_embedder
 from service.engine import Engine
 from service.index_store import BuildReport
-from service.ingest import ReindexError, rebuild_index
+from service.ingest import ReindexError
 
 log = logging.getLogger("service.reindexing")
 
@@ -122,7 +123,7 @@ class Reindexer:
                     report = engine.reindex(progress=self.progress)
                 else:  # nothing was loaded at start-up: build from scratch and start serving
                     embedder = load_embedder(settings)
-                    report, data = rebuild_index(settings, embedder, progress=self.progress)
+                    report, data = rebuild(settings, embedder, progress=self.progress)
                     engine = Engine(settings, embedder, data)
             except Exception as exc:
                 if change is not None:

@@ -227,9 +227,8 @@ class Retriever:
         depth = min(total, max(50, 4 * k))
         vector = query_vector if query_vector is not None else self.embed_query(query)
         tokens = tokenize(query)
-        dense = self.index.dense(vector, depth, allowed) if depth else []
         known = [t for t in tokens if t in self._vocab]
-        lexical = self.index.lexical(known, depth, allowed) if depth and known else []
+        dense, lexical = self.index.candidates(vector, known, depth, allowed) if depth else ([], [])
         return vector, tokens, dense, lexical
 
     def candidates(self, query: str, k: int = 5) -> CandidateSignals:

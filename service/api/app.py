@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -47,11 +48,14 @@ from service.api.openai_routes import auth_failure, openai_router
 from service.api.ratelimit import RateLimitMiddleware, is_limited_path
 from service.api.routes import router
 from service.api.state import AppState
+from service.chunk_index import BackendUnavailable
 from service.config import Settings, get_settings
 from service.engine import Engine
 from service.reindexing import Reindexer
 
 log = logging.getLogger("service.api")
+#: Seconds between attempts to reach a storage backend that was down at start-up.
+BACKEND_RETRY_S = 2.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -227,13 +231,24 @@ def create_app(
     state = AppState(settings=settings, engine=engine)
 
     def load() -> None:
-        try:
-            state.engine, ensured = Engine.start(settings)
-            if ensured.warning:
-                log.warning("%s", ensured.warning)
-        except Exception as exc:  # reported by /readyz and logged; the process stays up
-            state.load_error = str(exc)
-            log.error("could not load the index: %s", exc)
+        while True:
+            try:
+                state.engine, ensured = Engine.start(settings)
+                state.load_error = None
+                if ensured.warning:
+                    log.warning("%s", ensured.warning)
+            except BackendUnavailable as exc:  # Qdrant down: /readyz says so; keep trying
+                if state.load_error != f"{exc}; retrying":
+                    log.error("could not load the index: %s; retrying", exc)
+                state.load_error = f"{exc}; retrying"
+                if not load_in_background:
+                    return
+                time.sleep(BACKEND_RETRY_S)
+                continue
+            except Exception as exc:  # reported by /readyz and logged; the process stays up
+                state.load_error = str(exc)
+                log.error("could not load the index: %s", exc)
+            return
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

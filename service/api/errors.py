@@ -24,6 +24,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.chunk_index import BackendUnavailable
+
 log = logging.getLogger("service.api")
 
 OPENAI_PREFIX = "/v1/"
@@ -266,6 +268,14 @@ def internal_error(path: str) -> JSONResponse:
     return api_error(500, "internal error")
 
 
+def backend_unavailable(path: str, exc: BackendUnavailable) -> JSONResponse:
+    """503 for a storage backend that cannot answer (Qdrant down, its collection gone)."""
+    headers = {"Retry-After": "2"}
+    if is_openai_path(path):
+        return error_response(503, str(exc), "server_error", None, "backend_unavailable", headers)
+    return api_error(503, str(exc), headers=headers)
+
+
 def error_schema_name(path: str) -> str:
     """The OpenAPI schema of a path's error responses."""
     return "OpenAIErrorResponse" if is_openai_path(path) else "ErrorResponse"
@@ -302,6 +312,10 @@ def install_handlers(app: FastAPI, openai_auth: AuthCheck = _no_auth) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "error"
         headers = dict(exc.headers) if exc.headers else None
         return api_error(exc.status_code, detail, headers=headers)
+
+    @app.exception_handler(BackendUnavailable)
+    async def _backend_down(request: Request, exc: BackendUnavailable) -> JSONResponse:
+        return backend_unavailable(request.url.path, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -33,6 +33,7 @@ from service.api.schemas import (
     clean_question,
 )
 from service.api.state import AppState, app_state, ready_engine
+from service.chunk_index import BackendUnavailable
 from service.config import Settings
 from service.conversation import ResolvedAnswer, Turn, answer_resolved, corpus_terms, resolve
 from service.engine import Engine
@@ -222,9 +223,15 @@ async def healthz() -> Health:
     "/readyz", response_model=Ready, responses={503: {"model": ErrorResponse}}, tags=["operations"]
 )
 async def readyz(state: StateDep, request: Request) -> Ready:
-    """The index is loaded and questions can be answered."""
+    """The index is loaded and questions can be answered (its backend answers, too)."""
     engine = ready_engine(request)
-    m = engine.data.manifest
+    try:
+        data = await run_in_threadpool(engine.ensure_current)
+    except BackendUnavailable as exc:
+        raise HTTPException(
+            status_code=503, detail=str(exc), headers={"Retry-After": "2"}
+        ) from None
+    m = data.manifest
     return Ready(
         status="ready",
         documents=m.documents,

@@ -56,8 +56,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from service.backends import open_index
     from service.embedding import load_embedder
-    from service.ingest import ensure_index
 
     progress = Progress(args.quiet)
     settings = settings_for(args)
@@ -69,8 +69,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     progress.say(f"loading model '{settings.model}' ...")
     embedder = load_embedder(settings)
-    ensured = ensure_index(settings, embedder, force=args.force, progress=progress)
-    if ensured.build is None:
+    ensured = open_index(settings, embedder, force=args.force, progress=progress)
+    if ensured.build is None and ensured.reason is not None:  # published, nothing re-embedded
+        m = ensured.data.manifest
+        target = getattr(ensured.data, "build_name", settings.index_dir)
+        progress.say(
+            f"published {m.documents} documents, {m.chunks} chunks to {target} ({ensured.reason})"
+        )
+    elif ensured.build is None:
         m = ensured.data.manifest
         progress.say(
             f"index is up to date: {m.documents} documents, {m.chunks} chunks "
@@ -87,10 +93,11 @@ def cmd_add(args: argparse.Namespace) -> int:
     if the build fails, the files are taken out again."""
     from pathlib import Path
 
+    from service.backends import open_index
     from service.corpus_files import AddFiles, CorpusChangeError, Upload, check_upload
     from service.embedding import load_embedder
     from service.index_store import IndexStoreError
-    from service.ingest import ensure_index, read_corpus
+    from service.ingest import read_corpus
 
     progress = Progress(args.quiet)
     settings = settings_for(args)
@@ -118,7 +125,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     change.apply()
     progress.say(f"loading model '{settings.model}' ...")
     try:
-        ensured = ensure_index(settings, load_embedder(settings), progress=progress)
+        ensured = open_index(settings, load_embedder(settings), progress=progress)
     except (IndexStoreError, OSError) as exc:
         change.undo()
         raise CliError(f"the index could not be built ({exc}); nothing was added") from None

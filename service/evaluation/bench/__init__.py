@@ -134,10 +134,10 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
         say("in-process measurements (this also builds the index if needed) ...")
         in_process = bench_in_process(settings, config, say)
     else:
+        from service.backends import open_index
         from service.embedding import load_embedder
-        from service.ingest import ensure_index
 
-        ensure_index(settings, load_embedder(settings))  # the servers need a built index
+        open_index(settings, load_embedder(settings))  # the servers need a built index
     if sections & {"startup", "http", "memory"}:
         with _log_dir() as logs:
             measured_startup, http, memory = bench_http(settings, config, say, logs)
