@@ -20,15 +20,23 @@ from service.answering import DISCLAIMER
 from service.api.app import create_app
 from service.config import Settings
 from service.engine import Engine
+from service.qdrant_index import close_clients
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def hash_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    settings = make_settings(tmp_path_factory.mktemp("api"), CORPUS)
+@pytest.fixture(scope="module", params=["embedded", "qdrant"])
+def hash_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """The app over the real corpus with the hashing embedder, on each backend (Qdrant in
+    qdrant-client's local mode): every endpoint test runs on both."""
+    folder = tmp_path_factory.mktemp("api")
+    qdrant = {"backend": "qdrant", "qdrant_path": str(folder / "qdrant")}
+    settings = make_settings(folder, CORPUS, **(qdrant if request.param == "qdrant" else {}))
     with TestClient(create_app(settings, load_in_background=False)) as client:
         yield client
+    close_clients()
 
 
 @pytest.fixture(scope="module")

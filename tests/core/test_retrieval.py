@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import make_settings, write_tiny_corpus
 
+from service.backends import open_index
 from service.config import Settings
 from service.embedding import HashEmbedder
 from service.index_store import load_index
 from service.ingest import build_index
 from service.lexical import tokenize, words
+from service.qdrant_index import close_clients
 from service.retrieval import Hit, Retriever, UnknownDocumentError
 
 EMBEDDER = HashEmbedder()
@@ -21,12 +24,23 @@ EMBEDDER = HashEmbedder()
 DISC, KNEE, KNEE_PAIN, LUNG, SKIN = "disc", "knee", "knee/Pain", "lung", "skin"
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, Retriever]:
-    settings = make_settings(tmp_path_factory.mktemp("tiny"))
+@pytest.fixture(scope="module", params=["embedded", "qdrant"])
+def tiny(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, Retriever]]:
+    """The tiny corpus behind each backend: every retrieval test runs on both (the Qdrant one
+    in qdrant-client's local mode)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    backend = {"backend": "qdrant", "qdrant_path": str(folder / "qdrant")}
+    settings = make_settings(folder, **(backend if request.param == "qdrant" else {}))
     write_tiny_corpus(settings.corpus_dir)
-    build_index(settings, EMBEDDER)
-    return settings, Retriever(load_index(settings.index_dir), EMBEDDER, settings)
+    if request.param == "embedded":
+        build_index(settings, EMBEDDER)
+        yield settings, Retriever(load_index(settings.index_dir), EMBEDDER, settings)
+        return
+    ensured = open_index(settings, EMBEDDER)
+    yield settings, Retriever(ensured.data, EMBEDDER, settings)
+    close_clients()
 
 
 @pytest.fixture(scope="module")
