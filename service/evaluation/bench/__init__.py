@@ -138,6 +138,10 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
         from service.embedding import load_embedder
 
         open_index(settings, load_embedder(settings))  # the servers need a built index
+    if settings.backend == "qdrant":
+        from service.qdrant_index import close_clients
+
+        close_clients()  # local mode allows one process per folder, and the servers come next
     if sections & {"startup", "http", "memory"}:
         with _log_dir() as logs:
             measured_startup, http, memory = bench_http(settings, config, say, logs)
