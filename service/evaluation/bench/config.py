@@ -30,6 +30,8 @@ class BenchConfig:
     scale_data: str = "clustered"
     scale_indexes: tuple[str, ...] = ("flat", "hnsw", "hnsw-sq8")
     scale_queries: int = SCALE_QUERIES
+    #: Chunk counts of synthetic builds to start the whole service on (0 sizes: skip).
+    scale_service: tuple[int, ...] = (100_000, 1_000_000)
     sections: tuple[str, ...] = SECTIONS
     server_timeout_s: float = 180.0
 
@@ -47,4 +49,5 @@ class BenchConfig:
             memory_requests=300,
             scale=(10_000,),
             scale_queries=50,
+            scale_service=(10_000,),
         )
