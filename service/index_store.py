@@ -8,8 +8,9 @@ Layout of ``index/``::
     CURRENT                 name of the build being served (replaced atomically)
     build-<time>-<id>/      one complete build
         manifest.json       what built it: model, dimension, chunking, corpus hash, files
-        documents.jsonl     document records (citation metadata and full text), one a line
-        documents.offsets.npy, documents.ids.json   their byte offsets and ids
+        documents.jsonl     document records (citation metadata), one a line
+        documents.text      their texts, one after another (UTF-8)
+        documents.offsets.npy   byte offsets of the texts
         chunks.jsonl        chunk records with offsets and sentence spans, one a line
         chunks.offsets.npy  their byte offsets
         chunk_documents.npy each chunk's document number (int32, its line in documents.jsonl)
@@ -54,6 +55,7 @@ from service.records import (
     ChunkRecords,
     DocumentRecords,
     document_line,
+    document_text,
     save_float16,
     write_lines,
 )
@@ -64,8 +66,8 @@ POINTER = "CURRENT"
 MANIFEST = "manifest.json"
 DOCUMENTS = "documents.jsonl"
 CHUNKS = "chunks.jsonl"
+DOCUMENT_TEXTS = "documents.text"
 DOCUMENT_OFFSETS = "documents.offsets.npy"
-DOCUMENT_IDS = "documents.ids.json"
 CHUNK_OFFSETS = "chunks.offsets.npy"
 CHUNK_DOCUMENTS = "chunk_documents.npy"
 SENTENCE_OFFSETS = "sentence_offsets.npy"
@@ -325,8 +327,10 @@ def write_build(index_dir: Path, build: NewBuild, started: float) -> tuple[Manif
     tmp.mkdir()
     try:
         numbers = {d.id: n for n, d in enumerate(documents)}
-        np.save(tmp / DOCUMENT_OFFSETS, write_lines(tmp / DOCUMENTS, map(document_line, documents)))
-        _write_text(tmp / DOCUMENT_IDS, json.dumps(list(numbers), ensure_ascii=False))
+        write_lines(tmp / DOCUMENTS, map(document_line, documents))
+        np.save(
+            tmp / DOCUMENT_OFFSETS, write_lines(tmp / DOCUMENT_TEXTS, map(document_text, documents))
+        )
         chunk_documents = np.zeros(len(chunks), dtype=np.int32)
 
         def chunk_lines() -> Iterator[str]:
@@ -489,11 +493,10 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         if verify and size < VERIFY_CHECKSUM_BELOW and sha256_file(path) != info.get("sha256"):
             raise IndexCorruptError(f"{path} does not match its checksum (corrupt); {fix}")
     try:
-        ids = json.loads((build / DOCUMENT_IDS).read_text(encoding="utf-8"))
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ValueError(f"{DOCUMENT_IDS} is not a list of ids")
         documents = DocumentRecords(
-            build / DOCUMENTS, _load_array(build / DOCUMENT_OFFSETS, np.int64), ids
+            build / DOCUMENTS,
+            build / DOCUMENT_TEXTS,
+            _load_array(build / DOCUMENT_OFFSETS, np.int64),
         )
         chunks = ChunkRecords(build / CHUNKS, _load_array(build / CHUNK_OFFSETS, np.int64))
         chunk_documents = _load_array(build / CHUNK_DOCUMENTS, np.int32)

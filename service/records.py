@@ -1,11 +1,13 @@
 """Chunk and document records on disk, read one at a time.
 
-A build's ``chunks.jsonl`` and ``documents.jsonl`` hold one JSON record a line; beside each is
-an ``.offsets.npy`` array of the lines' byte offsets (n + 1 of them). A loaded build maps the
-JSONL file and the offsets into memory and decodes a record only when it is asked for (with a
-small cache), so a million chunks cost the process the pages it reads, not a million Python
-objects. :class:`ChunkRecords` is a ``Sequence[Chunk]`` and :class:`DocumentRecords` a
-``Mapping[str, Document]``: code that indexed, iterated or measured the lists and dicts they
+A build's ``chunks.jsonl`` holds one JSON record a line, and ``chunks.offsets.npy`` the lines'
+byte offsets (n + 1 of them). A loaded build maps both into memory and decodes a chunk only
+when it is asked for (with a small cache), so a million chunks cost the process the pages it
+reads, not a million Python objects. Documents are fewer (ten chunks or more each) and every
+not-covered answer lists their titles, so their metadata (``documents.jsonl``, no text) is
+held, and each text stays in ``documents.text`` (``documents.offsets.npy``: byte offsets)
+until it is read. :class:`ChunkRecords` is a ``Sequence[Chunk]`` and :class:`DocumentRecords`
+a ``Mapping[str, Document]``: code that indexed, iterated or measured the lists and dicts they
 replace works unchanged.
 
 The sentence vectors are stored as float16 (:func:`save_float16`) and memory-mapped in the same
@@ -19,6 +21,7 @@ import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
+from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, overload
@@ -48,17 +51,16 @@ def write_lines(path: Path, lines: Iterable[str]) -> Offsets:
 
 
 def document_line(doc: Document) -> str:
+    """A document's metadata as one JSON line (its text is stored apart)."""
     record = asdict(doc)
+    del record["text"]
     record["authors"] = list(doc.authors)
     record["pages"] = list(doc.pages)
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def document_from_json(line: bytes | str) -> Document:
-    record = json.loads(line)
-    record["authors"] = tuple(record.get("authors") or ())
-    record["pages"] = tuple(record.get("pages") or ())
-    return Document(**record)
+def document_text(doc: Document) -> str:
+    return doc.text
 
 
 def save_float16(path: Path, vectors: Any) -> None:
@@ -133,27 +135,62 @@ class ChunkRecords(Sequence[Chunk]):
             yield self._read(i)
 
 
+class StoredDocument(Document):
+    """A :class:`Document` whose text is read from the build's text file when asked for; equal
+    to (and hashed as) the :class:`Document` with the same fields."""
+
+    def __init__(self, fields: dict[str, Any], texts: _Lines, number: int) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_texts", texts)
+        object.__setattr__(self, "_number", number)
+
+    @property
+    def text(self) -> str:
+        texts: _Lines = self.__dict__["_texts"]
+        return texts.line(self.__dict__["_number"]).decode("utf-8")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Document):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _DOCUMENT_FIELDS)
+
+    __hash__ = Document.__hash__
+
+
+_DOCUMENT_FIELDS = tuple(f.name for f in dataclass_fields(Document))
+
+
 class DocumentRecords(Mapping[str, Document]):
-    """A build's documents by id, decoded from ``documents.jsonl`` on access; ``number(id)`` is
-    the document's position in the file (the per-chunk document numbers refer to it)."""
+    """A build's documents by id, in the build's order: metadata from ``documents.jsonl``, each
+    text read from ``documents.text`` on access. ``number(id)`` is the document's position
+    (the per-chunk document numbers refer to it)."""
 
-    def __init__(
-        self, path: Path, offsets: Offsets, ids: Sequence[str], cache_size: int = 256
-    ) -> None:
-        self._lines = _Lines(path, offsets)
-        if len(ids) != len(self._lines):
-            raise ValueError(f"{path.name}: {len(ids)} ids for {len(self._lines)} records")
-        self._ids = list(ids)
+    def __init__(self, metadata: Path, texts: Path, offsets: Offsets) -> None:
+        self._texts = _Lines(texts, offsets)
+        self._documents: dict[str, StoredDocument] = {}
+        self._ids: list[str] = []
+        with metadata.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh):
+                record = json.loads(line)
+                record["authors"] = tuple(record.get("authors") or ())
+                record["pages"] = tuple(record.get("pages") or ())
+                unknown = set(record) - set(_DOCUMENT_FIELDS)
+                if unknown or "id" not in record or "title" not in record:
+                    raise ValueError(f"{metadata.name}: record {n} is not a document")
+                fields = {f.name: f.default for f in dataclass_fields(Document) if f.name != "text"}
+                fields.update(record)
+                doc = StoredDocument(fields, self._texts, n)
+                if doc.id in self._documents:
+                    raise ValueError(f"{metadata.name}: duplicate document id '{doc.id}'")
+                self._documents[doc.id] = doc
+                self._ids.append(doc.id)
+        if len(self._ids) != len(self._texts):
+            raise ValueError(
+                f"{metadata.name} holds {len(self._ids)} documents, {texts.name} "
+                f"{len(self._texts)} texts"
+            )
         self._numbers = {doc_id: n for n, doc_id in enumerate(self._ids)}
-        if len(self._numbers) != len(self._ids):
-            raise ValueError(f"{path.name}: duplicate document ids")
-        self._decode = lru_cache(maxsize=cache_size)(self._read)
-
-    def _read(self, n: int) -> Document:
-        doc = document_from_json(self._lines.line(n))
-        if doc.id != self._ids[n]:
-            raise ValueError(f"record {n} is '{doc.id}', the id list says '{self._ids[n]}'")
-        return doc
 
     def number(self, document_id: str) -> int | None:
         return self._numbers.get(document_id)
@@ -162,10 +199,7 @@ class DocumentRecords(Mapping[str, Document]):
         return self._ids[number]
 
     def __getitem__(self, document_id: str) -> Document:
-        n = self._numbers.get(document_id)
-        if n is None:
-            raise KeyError(document_id)
-        return self._decode(n)
+        return self._documents[document_id]
 
     def __contains__(self, document_id: object) -> bool:
         return document_id in self._numbers

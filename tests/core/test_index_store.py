@@ -89,8 +89,8 @@ def test_build_then_load_roundtrip(hash_settings: Settings) -> None:
     )
     assert set(m.files) == {
         "documents.jsonl",
+        "documents.text",
         "documents.offsets.npy",
-        "documents.ids.json",
         "chunks.jsonl",
         "chunks.offsets.npy",
         "chunk_documents.npy",

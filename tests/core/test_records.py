@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,13 @@ def test_lazy_documents_equal_the_corpus(template: Settings) -> None:
     assert dict(data.documents) == {d.id: d for d in documents}
     assert list(data.documents) == [d.id for d in documents]  # the corpus's order
     first = documents[0]
+    stored = data.documents[first.id]
+    # Its text is read from documents.text when asked for; it equals and hashes as the corpus's.
+    assert "text" not in stored.__dict__ and stored.text == first.text
+    assert stored == first and first == stored and hash(stored) == hash(first)
+    assert asdict(stored) == asdict(first)
+    lines = (data.path / "documents.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(documents) and all('"text"' not in line for line in lines)
     assert first.id in data.documents and "no-such-id" not in data.documents
     assert data.documents.get("no-such-id") is None
     with pytest.raises(KeyError):
