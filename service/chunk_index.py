@@ -10,8 +10,8 @@ the answer's citations all name chunks the same way.
 
 :class:`EmbeddedIndex` is the default backend: a build folder loaded into this process
 (:class:`service.index_store.IndexData`: FAISS for the dense vectors, bm25s for BM25, the
-sentence vectors as one float16 array; records, sentence vectors and BM25's matrix are
-memory-mapped).
+sentence vectors as one float16 file; records and sentence vectors are read from the files
+when asked for, BM25's matrix is memory-mapped).
 """
 
 from __future__ import annotations
@@ -237,10 +237,9 @@ class EmbeddedIndex:
         has = counts > 0
         if not has.any():
             return best
-        lo, counts = lo[has], counts[has]
+        lo, hi, counts = lo[has], hi[has], counts[has]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        gather = np.repeat(lo - starts, counts) + np.arange(int(counts.sum()))
-        stored = np.asarray(self.data.sentence_vectors[gather], dtype=np.float32)  # float16
+        stored = self.data.sentence_rows.spans(lo, hi)  # float16 on disk, float32 here
         cosines = stored @ np.asarray(query, dtype=np.float32)
         best[has] = np.maximum.reduceat(cosines, starts)
         return best

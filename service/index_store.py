@@ -19,9 +19,10 @@ Layout of ``index/``::
                             re-encoding; sentence_offsets.npy: chunk i -> rows [o[i], o[i+1])
         bm25/               BM25 (bm25s) over the same chunks
 
-A loaded build memory-maps the records, the sentence vectors and BM25's matrix and decodes a
-record when it is read (:mod:`service.records`), so the process holds the FAISS index and a few
-arrays of one number per chunk, not the corpus (see the README, "Performance").
+A loaded build reads a chunk record, a document's text or a chunk's sentence vectors from the
+files when they are asked for (:mod:`service.records`) and memory-maps BM25's matrix, so the
+process holds the FAISS index, the documents' metadata and a few arrays of one number per
+chunk, not the corpus (see the README, "Performance").
 
 A build is written into a temporary folder and only then named in ``CURRENT``, so a crash or
 Ctrl-C mid-build leaves the previous index in service.
@@ -54,6 +55,7 @@ from service.embedding import Embedder, Vectors
 from service.records import (
     ChunkRecords,
     DocumentRecords,
+    Float16Rows,
     document_line,
     document_text,
     save_float16,
@@ -169,7 +171,8 @@ class IndexData:
     chunks: ChunkRecords
     chunk_documents: np.ndarray[Any, np.dtype[np.int32]]
     vectors: Any  # faiss.Index
-    sentence_vectors: np.ndarray[Any, np.dtype[np.float16]]
+    sentence_vectors: np.ndarray[Any, np.dtype[np.float16]]  # memory-mapped, for bulk reads
+    sentence_rows: Float16Rows  # the same, read a few rows at a time (answering)
     sentence_offsets: np.ndarray[Any, np.dtype[np.int64]]  # chunk i -> rows [o[i], o[i+1])
     bm25: Any  # bm25s.BM25 (its matrix memory-mapped)
 
@@ -184,7 +187,7 @@ class IndexData:
             int(self.sentence_offsets[chunk_index]),
             int(self.sentence_offsets[chunk_index + 1]),
         )
-        return np.asarray(self.sentence_vectors[lo:hi], dtype=np.float32)
+        return self.sentence_rows.rows(lo, hi)
 
 
 @dataclass
@@ -508,6 +511,9 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         raise IndexCorruptError(f"{build / VECTORS} cannot be read by FAISS; {fix}") from None
     try:
         sentence_vectors = np.load(build / SENTENCES, mmap_mode="r", allow_pickle=False)
+        sentence_rows = (
+            Float16Rows(build / SENTENCES) if sentence_vectors.dtype == np.float16 else None
+        )
         offsets = _load_array(build / SENTENCE_OFFSETS, np.int64)
     except (OSError, ValueError) as exc:
         raise IndexCorruptError(f"{build / SENTENCES} cannot be read ({exc}); {fix}") from None
@@ -543,7 +549,7 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         and (int(chunk_documents.min()) < 0 or int(chunk_documents.max()) >= len(documents))
     ):
         problems.append(f"{CHUNK_DOCUMENTS} names documents missing from {DOCUMENTS}")
-    if problems:
+    if problems or sentence_rows is None:
         raise IndexCorruptError(f"{build}: {'; '.join(problems)}; {fix}")
     if isinstance(vectors, faiss.IndexHNSW):
         vectors.hnsw.efSearch = max(vectors.hnsw.efSearch, 16)
@@ -555,6 +561,7 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         chunk_documents=chunk_documents,
         vectors=vectors,
         sentence_vectors=sentence_vectors,
+        sentence_rows=sentence_rows,
         sentence_offsets=offsets,
         bm25=bm25,
     )

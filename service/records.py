@@ -1,23 +1,22 @@
 """Chunk and document records on disk, read one at a time.
 
 A build's ``chunks.jsonl`` holds one JSON record a line, and ``chunks.offsets.npy`` the lines'
-byte offsets (n + 1 of them). A loaded build maps both into memory and decodes a chunk only
-when it is asked for (with a small cache), so a million chunks cost the process the pages it
-reads, not a million Python objects. Documents are fewer (ten chunks or more each) and every
+byte offsets (n + 1 of them, memory-mapped). A loaded build reads and decodes a chunk only
+when it is asked for (with a small cache), so a million chunks cost the process eight bytes
+each, not a million Python objects. Documents are fewer (ten chunks or more each) and every
 not-covered answer lists their titles, so their metadata (``documents.jsonl``, no text) is
 held, and each text stays in ``documents.text`` (``documents.offsets.npy``: byte offsets)
 until it is read. :class:`ChunkRecords` is a ``Sequence[Chunk]`` and :class:`DocumentRecords`
 a ``Mapping[str, Document]``: code that indexed, iterated or measured the lists and dicts they
 replace works unchanged.
 
-The sentence vectors are stored as float16 (:func:`save_float16`) and memory-mapped in the same
-way; readers cast the few rows they need to float32.
+The sentence vectors are stored as float16 (:func:`save_float16`); :class:`Float16Rows` reads
+the few rows an answer needs and casts them to float32.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
@@ -78,25 +77,69 @@ def save_float16(path: Path, vectors: Any) -> None:
 
 
 class _Lines:
-    """A JSONL file memory-mapped, with its line offsets."""
+    """A JSONL (or text) file read a record at a time with ``pread``, by its byte offsets.
+
+    Not a memory map: the pages a map touches count in the process's resident memory (and the
+    kernel's read-ahead maps far more than a record around each one); a read goes through the
+    page cache, which the kernel shares and reclaims, and leaves the process as it was.
+    ``pread`` takes no file position, so concurrent requests can read one file.
+    """
 
     def __init__(self, path: Path, offsets: Offsets) -> None:
         self.path = path
         self.offsets = offsets
-        size = path.stat().st_size
+        self._file = path.open("rb")
+        size = os.fstat(self._file.fileno()).st_size
         if len(offsets) == 0 or int(offsets[0]) != 0 or int(offsets[-1]) != size:
+            self._file.close()
             raise ValueError(f"{path.name}: its offsets do not match its {size} bytes")
-        if size == 0:
-            self._buffer: mmap.mmap | bytes = b""
-        else:
-            with path.open("rb") as fh:
-                self._buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def line(self, i: int) -> bytes:
-        return self._buffer[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return os.pread(self._file.fileno(), hi - lo, lo)
+
+
+class Float16Rows:
+    """The rows of a 2-D float16 ``.npy`` read with ``pread`` (see :class:`_Lines` for why),
+    as float32."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with path.open("rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read(fh)
+            self._start = fh.tell()
+        if fortran or dtype != np.float16 or len(shape) != 2:
+            raise ValueError(f"{path.name} is not a 2-D C-order float16 array")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self._row_bytes = self.shape[1] * 2
+        self._file = path.open("rb")
+
+    def rows(self, lo: int, hi: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """Rows ``[lo, hi)``, as float32."""
+        data = os.pread(
+            self._file.fileno(), (hi - lo) * self._row_bytes, self._start + lo * self._row_bytes
+        )
+        return (
+            np.frombuffer(data, dtype=np.float16).reshape(hi - lo, self.shape[1]).astype(np.float32)
+        )
+
+    def spans(self, lo: Offsets, hi: Offsets) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The rows of every span ``[lo[i], hi[i])``, one after another, as float32."""
+        fd, start, size = self._file.fileno(), self._start, self._row_bytes
+        data = b"".join(
+            os.pread(fd, (int(b) - int(a)) * size, start + int(a) * size)
+            for a, b in zip(lo, hi, strict=True)
+        )
+        return np.frombuffer(data, dtype=np.float16).reshape(-1, self.shape[1]).astype(np.float32)
 
 
 class ChunkRecords(Sequence[Chunk]):

@@ -108,6 +108,17 @@ def test_the_large_arrays_are_memory_mapped(template: Settings) -> None:
     assert rows.dtype == np.float32 and not isinstance(rows, np.memmap)
 
 
+def test_sentence_rows_read_as_the_memory_map_holds(template: Settings) -> None:
+    data = load_index(template.index_dir)
+    stored = np.asarray(data.sentence_vectors, dtype=np.float32)
+    offsets = data.sentence_offsets
+    assert np.array_equal(data.chunk_sentence_vectors(3), stored[offsets[3] : offsets[4]])
+    chunks = np.asarray([5, 0, 2])
+    expected = np.concatenate([stored[offsets[c] : offsets[c + 1]] for c in chunks])
+    assert np.array_equal(data.sentence_rows.spans(offsets[chunks], offsets[chunks + 1]), expected)
+    assert data.sentence_rows.shape == data.sentence_vectors.shape
+
+
 def test_the_embedded_index_over_lazy_records_matches_an_eager_count(template: Settings) -> None:
     data = load_index(template.index_dir)
     index = EmbeddedIndex(data)

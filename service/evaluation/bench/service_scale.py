@@ -55,7 +55,7 @@ class SyntheticCorpus:
     """Documents and chunks generated on demand from their number (deterministic), so that a
     million chunks are written without holding them."""
 
-    def __init__(self, chunks: int, seed: int = 1) -> None:
+    def __init__(self, chunks: int, seed: int = 1, *, keep: bool = False) -> None:
         import numpy as np
 
         self.n_chunks = chunks
@@ -63,13 +63,26 @@ class SyntheticCorpus:
         self.seed = seed
         self.words = _vocabulary()
         ranks = np.arange(1, VOCABULARY + 1, dtype=np.float64)
-        self.p = (1 / ranks) / (1 / ranks).sum()  # Zipf: a few common words, a long tail
+        p = (1 / ranks) / (1 / ranks).sum()  # Zipf: a few common words, a long tail
+        self.cdf = np.cumsum(p)
+        self.cdf[-1] = 1.0
         self._last: tuple[int, tuple[Document, list[Chunk], list[Any]]] | None = None
+        # keep: every document generated once, for the build's several passes (about 3 GB at
+        # 1M chunks, in the generating process only).
+        self._kept: dict[int, tuple[Document, list[Chunk], list[Any]]] | None = (
+            {} if keep else None
+        )
+
+    def _pick(self, *ids: int) -> list[str]:
+        words = self.words
+        return [words[i] for i in ids]
 
     def document(self, n: int) -> tuple[Document, list[Chunk], list[Any]]:
         """Document ``n``, its chunks and each chunk's word numbers."""
         if self._last is not None and self._last[0] == n:
             return self._last[1]
+        if self._kept is not None and n in self._kept:
+            return self._kept[n]
         import numpy as np
 
         from service.chunking import Chunk, Span
@@ -81,7 +94,8 @@ class SyntheticCorpus:
         doc_id = f"syn-{n:07d}"
         title = f"Synthetic study {n}"
         shape = (count, SENTENCES_PER_CHUNK, WORDS_PER_SENTENCE)
-        ids = rng.choice(VOCABULARY, size=shape, p=self.p)
+        ids = np.searchsorted(self.cdf, rng.random(shape)).astype(np.int16)
+        pick = self._pick
         parts: list[str] = []
         position = 0
         pending: list[tuple[int, int, int, str, tuple[Span, ...]]] = []
@@ -90,8 +104,7 @@ class SyntheticCorpus:
             sentences = []
             offset = position
             for s in range(SENTENCES_PER_CHUNK):
-                words = [self.words[int(w)] for w in ids[j, s]]
-                sentence = " ".join(words).capitalize() + "."
+                sentence = " ".join(pick(*ids[j, s].tolist())).capitalize() + "."
                 spans.append(Span(offset, offset + len(sentence)))
                 sentences.append(sentence)
                 offset += len(sentence) + 1
@@ -114,6 +127,8 @@ class SyntheticCorpus:
         ]
         words_of = [ids[j].reshape(-1) for j in range(count)]
         self._last = (n, (doc, chunks, words_of))
+        if self._kept is not None:
+            self._kept[n] = self._last[1]
         return self._last[1]
 
 
@@ -238,7 +253,7 @@ def write_synthetic_build(
     embedder = load_embedder(settings)  # its name and dimension for the manifest; no encoding
     if embedder.dimension != SCALE_DIMENSION:
         raise BenchError(f"the scale build needs a {SCALE_DIMENSION}-dimensional model")
-    corpus = SyntheticCorpus(chunks)
+    corpus = SyntheticCorpus(chunks, keep=True)
     vectors = generate_vectors(chunks, SCALE_DIMENSION, seed=1, kind="clustered")
     query_vectors = generate_vectors(queries, SCALE_DIMENSION, seed=2, kind="clustered")
     exact = faiss.IndexFlatIP(SCALE_DIMENSION)
