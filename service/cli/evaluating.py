@@ -184,7 +184,7 @@ def register_bench(sub: Any) -> None:
     p.add_argument(
         "--scale-service",
         type=_ints,
-        help="chunk counts to start the whole service on, e.g. 100000,1000000 (0: skip)",
+        help="chunk counts to start the whole service on, e.g. 100000,1000000 (default: none)",
     )
     p.add_argument("--scale-data", choices=("clustered", "uniform"), help="synthetic data kind")
     p.add_argument("--scale-indexes", help="comma-separated approximate indexes: hnsw, hnsw-sq8")

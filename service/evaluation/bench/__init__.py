@@ -27,7 +27,7 @@ figures as Markdown tables go to ``bench-latest.md`` and stdout):
     build time, size on disk and in memory, single-query latency and recall@10 against exact
     search, for FAISS ``IndexFlatIP`` (exact), HNSW and HNSW with 8-bit scalar-quantised
     vectors. Each index is measured in a fresh child process so its memory is its own.
-    Then the whole service (``--scale-service``, 100k and 1M chunks by default): a synthetic
+    Then, with ``--scale-service 100000,1000000``, the whole service: a synthetic
     build written straight through the index writer (no encoder), the service started on it
     in a child process as ``serve`` starts it, its resident memory after start-up and after
     300 searches and asks, their latency, and the dense search's recall@10
@@ -81,6 +81,7 @@ from service.evaluation.bench.results import (
     StartupResult,
 )
 from service.evaluation.bench.scale import bench_scale, generate_vectors
+from service.evaluation.bench.service_scale import bench_service_scale
 from service.evaluation.bench.serving import bench_http
 from service.evaluation.bench.stats import Summary, percentile, summary
 
@@ -152,6 +153,10 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
         startup = replace(startup, ingest=bench_ingest(settings, config, say))
     if "scale" in sections and (config.scale or config.scale_service):
         scale = bench_scale(settings, config, say)
+        if config.scale_service:
+            with tempfile.TemporaryDirectory(prefix="bench-service-scale-") as tmp:
+                rows = bench_service_scale(settings, config.scale_service, Path(tmp), say)
+            scale = replace(scale, service=rows)
     if "feedback" in sections:
         feedback = bench_feedback(settings, config, say)
     s = settings

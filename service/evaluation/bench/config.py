@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SECTIONS = ("startup", "in_process", "http", "memory", "scale", "feedback")
 SCALE_QUERIES = 200
@@ -30,8 +30,9 @@ class BenchConfig:
     scale_data: str = "clustered"
     scale_indexes: tuple[str, ...] = ("flat", "hnsw", "hnsw-sq8")
     scale_queries: int = SCALE_QUERIES
-    #: Chunk counts of synthetic builds to start the whole service on (0 sizes: skip).
-    scale_service: tuple[int, ...] = (100_000, 1_000_000)
+    #: Chunk counts of synthetic builds to start the whole service on (``--scale-service``);
+    #: None or empty: not run. Left out of the report while None (see results.OPTIONAL).
+    scale_service: tuple[int, ...] | None = field(default=None, metadata={"omit when None": True})
     sections: tuple[str, ...] = SECTIONS
     server_timeout_s: float = 180.0
 
@@ -49,5 +50,4 @@ class BenchConfig:
             memory_requests=300,
             scale=(10_000,),
             scale_queries=50,
-            scale_service=(10_000,),
         )

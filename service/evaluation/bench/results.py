@@ -18,7 +18,7 @@ from typing import Any, Self
 from service.evaluation.bench.config import BenchConfig
 from service.evaluation.bench.stats import Latency, Summary, summary
 
-_OMIT = "omit when None"
+_OMIT = "omit when None"  # also spelled out in config.BenchConfig, which cannot import this
 OPTIONAL = {_OMIT: True}  # field metadata: left out of the JSON while None
 
 

@@ -173,10 +173,7 @@ def _run_scale_worker(job: ScaleJob, timeout: float) -> IndexResult:
 
 
 def bench_scale(settings: Settings, config: BenchConfig, say: Say) -> ScaleResult:
-    from service.evaluation.bench.service_scale import bench_service_scale
-
     sizes = []
-    service = None
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for n in config.scale:
             truth = Path(tmp) / f"truth-{n}.npy"
@@ -199,8 +196,6 @@ def bench_scale(settings: Settings, config: BenchConfig, say: Say) -> ScaleResul
                 )
                 indexes.append(_run_scale_worker(job, timeout=4 * 3600))
             sizes.append(ScaleSize(chunks=n, indexes=indexes))
-        if config.scale_service:
-            service = bench_service_scale(settings, config.scale_service, Path(tmp), say)
     return ScaleResult(
         data=config.scale_data,
         dimension=SCALE_DIMENSION,
@@ -212,7 +207,6 @@ def bench_scale(settings: Settings, config: BenchConfig, say: Say) -> ScaleResul
             service_ef_search=settings.hnsw_ef_search,
         ),
         sizes=sizes,
-        service=service,
         note=(
             "synthetic vectors, not real embeddings: "
             + (

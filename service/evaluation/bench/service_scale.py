@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from service.evaluation.bench.config import BenchError, Say
 from service.evaluation.bench.results import ServiceScaleRow
-from service.evaluation.bench.scale import SCALE_DIMENSION, SCALE_K, generate_vectors
+from service.evaluation.bench.scale import SCALE_K, generate_vectors
 from service.evaluation.bench.stats import latency
 
 if TYPE_CHECKING:
@@ -69,9 +69,7 @@ class SyntheticCorpus:
         self._last: tuple[int, tuple[Document, list[Chunk], list[Any]]] | None = None
         # keep: every document generated once, for the build's several passes (about 3 GB at
         # 1M chunks, in the generating process only).
-        self._kept: dict[int, tuple[Document, list[Chunk], list[Any]]] | None = (
-            {} if keep else None
-        )
+        self._kept: dict[int, tuple[Document, list[Chunk], list[Any]]] | None = {} if keep else None
 
     def _pick(self, *ids: int) -> list[str]:
         words = self.words
@@ -251,12 +249,11 @@ def write_synthetic_build(
 
     started = time.perf_counter()
     embedder = load_embedder(settings)  # its name and dimension for the manifest; no encoding
-    if embedder.dimension != SCALE_DIMENSION:
-        raise BenchError(f"the scale build needs a {SCALE_DIMENSION}-dimensional model")
+    dim = embedder.dimension  # 384 for the bundled model
     corpus = SyntheticCorpus(chunks, keep=True)
-    vectors = generate_vectors(chunks, SCALE_DIMENSION, seed=1, kind="clustered")
-    query_vectors = generate_vectors(queries, SCALE_DIMENSION, seed=2, kind="clustered")
-    exact = faiss.IndexFlatIP(SCALE_DIMENSION)
+    vectors = generate_vectors(chunks, dim, seed=1, kind="clustered")
+    query_vectors = generate_vectors(queries, dim, seed=2, kind="clustered")
+    exact = faiss.IndexFlatIP(dim)
     exact.add(vectors)
     _, truth = exact.search(query_vectors, SCALE_K)
     del exact
@@ -266,14 +263,14 @@ def write_synthetic_build(
     rows = chunks * SENTENCES_PER_CHUNK
     sentence_path = index_dir / "synthetic-sentences.npy"
     sentences = np.lib.format.open_memmap(
-        sentence_path, mode="w+", dtype=np.float16, shape=(rows, SCALE_DIMENSION)
+        sentence_path, mode="w+", dtype=np.float16, shape=(rows, dim)
     )
     rng = np.random.default_rng(3)
     step = 50_000
     for lo in range(0, chunks, step):
         hi = min(chunks, lo + step)
         block = np.repeat(vectors[lo:hi], SENTENCES_PER_CHUNK, axis=0)
-        block += rng.standard_normal(block.shape, dtype=np.float32) * (0.5 / SCALE_DIMENSION**0.5)
+        block += rng.standard_normal(block.shape, dtype=np.float32) * (0.5 / dim**0.5)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         sentences[lo * SENTENCES_PER_CHUNK : hi * SENTENCES_PER_CHUNK] = block
     offsets = np.arange(0, rows + 1, SENTENCES_PER_CHUNK, dtype=np.int64)
@@ -332,6 +329,7 @@ class ServiceJob:
     chunks: int
     searches: int
     asks: int
+    settings: dict[str, Any]  # the bench's settings (JSON form), for the service it starts
 
 
 def _service_worker(job: ServiceJob) -> ServiceScaleRow:
@@ -342,8 +340,11 @@ def _service_worker(job: ServiceJob) -> ServiceScaleRow:
     from service.engine import Engine
 
     settings = load_settings(
-        index_dir=Path(job.build.index_dir),
-        corpus_dir=Path(job.build.index_dir) / "no-corpus",  # serve the build as it is
+        **{
+            **job.settings,
+            "index_dir": Path(job.build.index_dir),
+            "corpus_dir": Path(job.build.index_dir) / "no-corpus",  # serve the build as it is
+        }
     )
     before = memory_mb()
     t0 = time.perf_counter()
@@ -400,12 +401,13 @@ def _service_worker(job: ServiceJob) -> ServiceScaleRow:
 def _run_service_worker(job: ServiceJob, timeout: float) -> ServiceScaleRow:
     code = (
         "import json,sys; from service.evaluation.bench.service_scale import ServiceJob, "
-        "SyntheticBuild, _service_worker; d = json.loads(sys.argv[1]); "
+        "SyntheticBuild, _service_worker; d = json.loads(sys.stdin.read()); "
         "d['build'] = SyntheticBuild(**d['build']); "
         "print(json.dumps(_service_worker(ServiceJob(**d)).to_dict()))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(asdict(job))],
+        [sys.executable, "-c", code],
+        input=json.dumps(asdict(job)),  # not in argv: the settings may hold tokens
         env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
         capture_output=True,
         text=True,
@@ -430,7 +432,13 @@ def bench_service_scale(
         say(f"scale: the whole service at {n:,} chunks: writing the synthetic build")
         build = write_synthetic_build(index_dir, n, settings)
         say(f"scale: the whole service at {n:,} chunks: starting it and measuring")
-        job = ServiceJob(build=build, chunks=n, searches=requests // 2, asks=requests // 2)
+        job = ServiceJob(
+            build=build,
+            chunks=n,
+            searches=requests // 2,
+            asks=requests // 2,
+            settings=settings.model_dump(mode="json"),
+        )
         try:
             rows.append(_run_service_worker(job, timeout=3600))
         finally:
