@@ -10,7 +10,8 @@ the answer's citations all name chunks the same way.
 
 :class:`EmbeddedIndex` is the default backend: a build folder loaded into this process
 (:class:`service.index_store.IndexData`: FAISS for the dense vectors, bm25s for BM25, the
-sentence vectors as one array).
+sentence vectors as one float16 file; records and sentence vectors are read from the files
+when asked for, BM25's matrix is memory-mapped).
 """
 
 from __future__ import annotations
@@ -128,20 +129,25 @@ class EmbeddedIndex:
 
     def __init__(self, data: IndexData) -> None:
         self.data = data
-        grouped: dict[str, list[int]] = {}
-        for i, chunk in enumerate(data.chunks):
-            grouped.setdefault(chunk.document_id, []).append(i)
-        numbers = {doc: n for n, doc in enumerate(grouped)}
-        self._doc_number: Rows = np.asarray(
-            [numbers[c.document_id] for c in data.chunks], dtype=np.int64
+        # Per chunk one int32 (its document number); per document a slice of ``_by_document``
+        # (the rows sorted by document): no per-chunk Python objects.
+        self._doc_number = data.chunk_documents
+        self._by_document: Rows = np.argsort(data.chunk_documents, kind="stable")
+        self._doc_start: Rows = np.zeros(len(data.documents) + 1, dtype=np.int64)
+        np.cumsum(
+            np.bincount(data.chunk_documents, minlength=len(data.documents)),
+            out=self._doc_start[1:],
         )
-        self._doc_rows: dict[str, Rows] = {
-            k: np.asarray(v, dtype=np.int64) for k, v in grouped.items()
-        }
         vocab: dict[str, int] = dict(getattr(data.bm25, "vocab_dict", {}) or {})
         self._term_ids = vocab
         self._postings_ptr = np.asarray(data.bm25.scores["indptr"])
         self._postings = np.asarray(data.bm25.scores["indices"])
+
+    def _doc_rows(self, document_id: str) -> Rows | None:
+        number = self.data.documents.number(document_id)
+        if number is None:
+            return None
+        return self._by_document[self._doc_start[number] : self._doc_start[number + 1]]
 
     # -- what the index holds
 
@@ -154,7 +160,7 @@ class EmbeddedIndex:
         return self.data.path.name
 
     @property
-    def documents(self) -> dict[str, Document]:
+    def documents(self) -> Mapping[str, Document]:
         return self.data.documents
 
     @property
@@ -171,7 +177,7 @@ class EmbeddedIndex:
         return iter(self.data.chunks)
 
     def chunks_of(self, document_id: str) -> list[Chunk]:
-        rows = self._doc_rows.get(document_id)
+        rows = self._doc_rows(document_id)
         return [] if rows is None else [self.data.chunks[int(r)] for r in rows]
 
     def chunk_sentence_vectors(self, row: int) -> Vectors:
@@ -187,8 +193,10 @@ class EmbeddedIndex:
     def _allowed(self, document_ids: Collection[str] | None) -> Rows | None:
         if document_ids is None:
             return None
-        rows = [self._doc_rows.get(d, np.zeros(0, dtype=np.int64)) for d in set(document_ids)]
-        return np.sort(np.concatenate(rows)) if rows else np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.int64)
+        rows = [self._doc_rows(d) for d in set(document_ids)]
+        found = [r for r in rows if r is not None]
+        return np.sort(np.concatenate(found)).astype(np.int64) if found else empty
 
     def dense(self, query: Vectors, n: int, document_ids: Collection[str] | None) -> Ranking:
         import faiss
@@ -258,15 +266,17 @@ class EmbeddedIndex:
         has = counts > 0
         if not has.any():
             return best
-        lo, counts = lo[has], counts[has]
+        lo, hi, counts = lo[has], hi[has], counts[has]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        gather = np.repeat(lo - starts, counts) + np.arange(int(counts.sum()))
-        cosines = self.data.sentence_vectors[gather] @ np.asarray(query, dtype=np.float32)
+        stored = self.data.sentence_rows.spans(lo, hi)  # float16 on disk, float32 here
+        cosines = stored @ np.asarray(query, dtype=np.float32)
         best[has] = np.maximum.reduceat(cosines, starts)
         return best
 
     def document_numbers(self, rows: Rows) -> Rows:
-        return self._doc_number[rows] if len(rows) else np.zeros(0, dtype=np.int64)
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64)
+        return self._doc_number[rows].astype(np.int64)
 
     def word_overlap(self, weights: Mapping[str, float], rows: Rows) -> tuple[Floats, Floats]:
         in_chunk = np.zeros(len(rows))
@@ -275,7 +285,7 @@ class EmbeddedIndex:
             return in_chunk, in_document
         documents = self._doc_number[rows]
         chunk_has = np.zeros(len(self), dtype=bool)
-        document_has = np.zeros(int(self._doc_number.max()) + 1, dtype=bool)
+        document_has = np.zeros(len(self.data.documents), dtype=bool)
         for term, weight in weights.items():
             term_id = self._term_ids.get(term)
             if term_id is None or term_id + 1 >= len(self._postings_ptr):

@@ -8,11 +8,21 @@ Layout of ``index/``::
     CURRENT                 name of the build being served (replaced atomically)
     build-<time>-<id>/      one complete build
         manifest.json       what built it: model, dimension, chunking, corpus hash, files
-        documents.jsonl     document records (citation metadata and full text)
-        chunks.jsonl        chunk records with offsets and sentence spans
+        documents.jsonl     document records (citation metadata), one a line
+        documents.text      their texts, one after another (UTF-8)
+        documents.offsets.npy   byte offsets of the texts
+        chunks.jsonl        chunk records with offsets and sentence spans, one a line
+        chunks.offsets.npy  their byte offsets
+        chunk_documents.npy each chunk's document number (int32, its line in documents.jsonl)
         vectors.faiss       chunk embeddings (exact inner product, or HNSW when large)
-        sentences.npy       sentence embeddings, for composing answers without re-encoding
+        sentences.npy       sentence embeddings (float16), for composing answers without
+                            re-encoding; sentence_offsets.npy: chunk i -> rows [o[i], o[i+1])
         bm25/               BM25 (bm25s) over the same chunks
+
+A loaded build reads a chunk record, a document's text or a chunk's sentence vectors from the
+files when they are asked for (:mod:`service.records`) and memory-maps BM25's matrix, so the
+process holds the FAISS index, the documents' metadata and a few arrays of one number per
+chunk, not the corpus (see the README, "Performance").
 
 A build is written into a temporary folder and only then named in ``CURRENT``, so a crash or
 Ctrl-C mid-build leaves the previous index in service.
@@ -27,7 +37,6 @@ import os
 import shutil
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -43,12 +52,27 @@ from service.chunking import Chunk
 from service.config import Settings
 from service.documents import Document, LoadProblem
 from service.embedding import Embedder, Vectors
+from service.records import (
+    ChunkRecords,
+    DocumentRecords,
+    Float16Rows,
+    document_line,
+    document_text,
+    save_float16,
+    write_lines,
+)
 
-FORMAT_VERSION = 1
+#: 2: records memory-mapped with byte offsets, float16 sentence vectors, chunk document numbers.
+FORMAT_VERSION = 2
 POINTER = "CURRENT"
 MANIFEST = "manifest.json"
 DOCUMENTS = "documents.jsonl"
 CHUNKS = "chunks.jsonl"
+DOCUMENT_TEXTS = "documents.text"
+DOCUMENT_OFFSETS = "documents.offsets.npy"
+CHUNK_OFFSETS = "chunks.offsets.npy"
+CHUNK_DOCUMENTS = "chunk_documents.npy"
+SENTENCE_OFFSETS = "sentence_offsets.npy"
 VECTORS = "vectors.faiss"
 SENTENCES = "sentences.npy"
 BM25_DIR = "bm25"
@@ -133,28 +157,37 @@ class Manifest:
 
 @dataclass
 class IndexData:
-    """Everything retrieval and answering need, loaded in memory."""
+    """Everything retrieval and answering need: a build, memory-mapped where it is large.
+
+    ``documents`` and ``chunks`` decode a record on access (a ``Mapping`` and a ``Sequence``);
+    ``sentence_vectors`` is float16, memory-mapped (cast rows to float32 to use them, as
+    :meth:`chunk_sentence_vectors` does); ``chunk_documents[i]`` is chunk i's document number,
+    its position in ``documents``.
+    """
 
     path: Path
     manifest: Manifest
-    documents: dict[str, Document]
-    chunks: list[Chunk]
+    documents: DocumentRecords
+    chunks: ChunkRecords
+    chunk_documents: np.ndarray[Any, np.dtype[np.int32]]
     vectors: Any  # faiss.Index
-    sentence_vectors: Vectors
+    sentence_vectors: np.ndarray[Any, np.dtype[np.float16]]  # memory-mapped, for bulk reads
+    sentence_rows: Float16Rows  # the same, read a few rows at a time (answering)
     sentence_offsets: np.ndarray[Any, np.dtype[np.int64]]  # chunk i -> rows [o[i], o[i+1])
-    bm25: Any  # bm25s.BM25
+    bm25: Any  # bm25s.BM25 (its matrix memory-mapped)
 
     @cached_property
     def chunk_counts(self) -> dict[str, int]:
         """Chunks per document id."""
-        return dict(Counter(chunk.document_id for chunk in self.chunks))
+        counts = np.bincount(self.chunk_documents, minlength=len(self.documents))
+        return {self.documents.id_of(n): int(c) for n, c in enumerate(counts) if c}
 
     def chunk_sentence_vectors(self, chunk_index: int) -> Vectors:
         lo, hi = (
             int(self.sentence_offsets[chunk_index]),
             int(self.sentence_offsets[chunk_index + 1]),
         )
-        return self.sentence_vectors[lo:hi]
+        return self.sentence_rows.rows(lo, hi)
 
 
 @dataclass
@@ -296,11 +329,23 @@ def write_build(index_dir: Path, build: NewBuild, started: float) -> tuple[Manif
     tmp = index_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _write_text(tmp / DOCUMENTS, "".join(_document_line(d) for d in documents))
-        _write_text(tmp / CHUNKS, "".join(c.to_json() + "\n" for c in chunks))
+        numbers = {d.id: n for n, d in enumerate(documents)}
+        write_lines(tmp / DOCUMENTS, map(document_line, documents))
+        np.save(
+            tmp / DOCUMENT_OFFSETS, write_lines(tmp / DOCUMENT_TEXTS, map(document_text, documents))
+        )
+        chunk_documents = np.zeros(len(chunks), dtype=np.int32)
+
+        def chunk_lines() -> Iterator[str]:
+            for i, chunk in enumerate(chunks):
+                chunk_documents[i] = numbers[chunk.document_id]
+                yield chunk.to_json() + "\n"
+
+        np.save(tmp / CHUNK_OFFSETS, write_lines(tmp / CHUNKS, chunk_lines()))
+        np.save(tmp / CHUNK_DOCUMENTS, chunk_documents)
         faiss.write_index(build.vectors, str(tmp / VECTORS))
-        np.save(tmp / SENTENCES, build.sentence_vectors)
-        np.save(tmp / "sentence_offsets.npy", build.sentence_offsets)
+        save_float16(tmp / SENTENCES, build.sentence_vectors)
+        np.save(tmp / SENTENCE_OFFSETS, build.sentence_offsets)
         build.bm25.save(str(tmp / BM25_DIR), show_progress=False)
         files = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
@@ -343,12 +388,6 @@ def write_build(index_dir: Path, build: NewBuild, started: float) -> tuple[Manif
         raise
     _remove_old_builds(index_dir, keep={name, previous} - {None})
     return manifest, final
-
-
-def _document_line(doc: Document) -> str:
-    record = asdict(doc)
-    record["authors"] = list(doc.authors)
-    return json.dumps(record, ensure_ascii=False) + "\n"
 
 
 def _set_current(index_dir: Path, name: str) -> None:
@@ -457,18 +496,13 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         if verify and size < VERIFY_CHECKSUM_BELOW and sha256_file(path) != info.get("sha256"):
             raise IndexCorruptError(f"{path} does not match its checksum (corrupt); {fix}")
     try:
-        documents = {}
-        for line in (build / DOCUMENTS).read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            record["authors"] = tuple(record.get("authors") or ())
-            record["pages"] = tuple(record.get("pages") or ())
-            doc = Document(**record)
-            documents[doc.id] = doc
-        chunks = [
-            Chunk.from_json(line)
-            for line in (build / CHUNKS).read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        documents = DocumentRecords(
+            build / DOCUMENTS,
+            build / DOCUMENT_TEXTS,
+            _load_array(build / DOCUMENT_OFFSETS, np.int64),
+        )
+        chunks = ChunkRecords(build / CHUNKS, _load_array(build / CHUNK_OFFSETS, np.int64))
+        chunk_documents = _load_array(build / CHUNK_DOCUMENTS, np.int32)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise IndexCorruptError(f"{build} has unreadable records ({exc}); {fix}") from None
     try:
@@ -476,12 +510,15 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
     except RuntimeError:
         raise IndexCorruptError(f"{build / VECTORS} cannot be read by FAISS; {fix}") from None
     try:
-        sentence_vectors = np.load(build / SENTENCES, allow_pickle=False)
-        offsets = np.load(build / "sentence_offsets.npy", allow_pickle=False)
+        sentence_vectors = np.load(build / SENTENCES, mmap_mode="r", allow_pickle=False)
+        sentence_rows = (
+            Float16Rows(build / SENTENCES) if sentence_vectors.dtype == np.float16 else None
+        )
+        offsets = _load_array(build / SENTENCE_OFFSETS, np.int64)
     except (OSError, ValueError) as exc:
         raise IndexCorruptError(f"{build / SENTENCES} cannot be read ({exc}); {fix}") from None
     try:
-        bm25 = bm25s.BM25.load(str(build / BM25_DIR), show_progress=False)
+        bm25 = bm25s.BM25.load(str(build / BM25_DIR), mmap=True, show_progress=False)
     except Exception as exc:  # bm25s raises a variety of errors on damaged files
         raise IndexCorruptError(f"{build / BM25_DIR} cannot be read ({exc}); {fix}") from None
 
@@ -497,6 +534,8 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         problems.append(
             f"{DOCUMENTS} holds {len(documents)} documents, manifest {manifest.documents}"
         )
+    if sentence_vectors.dtype != np.float16:
+        problems.append(f"{SENTENCES} holds {sentence_vectors.dtype}, not float16")
     if sentence_vectors.ndim != 2 or sentence_vectors.shape[0] != manifest.sentences:
         problems.append(
             f"{SENTENCES} has shape {sentence_vectors.shape}, manifest {manifest.sentences} rows"
@@ -505,9 +544,12 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         problems.append(f"{SENTENCES} has dimension {sentence_vectors.shape[1]}")
     if len(offsets) != len(chunks) + 1 or (len(offsets) and int(offsets[-1]) != manifest.sentences):
         problems.append("sentence offsets do not match the chunks")
-    if any(c.document_id not in documents for c in chunks):
-        problems.append(f"{CHUNKS} names documents missing from {DOCUMENTS}")
-    if problems:
+    if len(chunk_documents) != len(chunks) or (
+        len(chunk_documents)
+        and (int(chunk_documents.min()) < 0 or int(chunk_documents.max()) >= len(documents))
+    ):
+        problems.append(f"{CHUNK_DOCUMENTS} names documents missing from {DOCUMENTS}")
+    if problems or sentence_rows is None:
         raise IndexCorruptError(f"{build}: {'; '.join(problems)}; {fix}")
     if isinstance(vectors, faiss.IndexHNSW):
         vectors.hnsw.efSearch = max(vectors.hnsw.efSearch, 16)
@@ -516,8 +558,18 @@ def load_index(index_dir: Path, *, verify: bool = True) -> IndexData:
         manifest=manifest,
         documents=documents,
         chunks=chunks,
+        chunk_documents=chunk_documents,
         vectors=vectors,
-        sentence_vectors=np.ascontiguousarray(sentence_vectors, dtype=np.float32),
-        sentence_offsets=offsets.astype(np.int64),
+        sentence_vectors=sentence_vectors,
+        sentence_rows=sentence_rows,
+        sentence_offsets=offsets,
         bm25=bm25,
     )
+
+
+def _load_array(path: Path, dtype: type[np.generic]) -> Any:
+    """A 1-D array of ``dtype``, memory-mapped; ValueError when the file holds another."""
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    if array.ndim != 1 or array.dtype != dtype:
+        raise ValueError(f"{path.name} holds {array.dtype} {array.shape}, expected 1-D {dtype}")
+    return array

@@ -87,13 +87,18 @@ def _previous_vectors(index_dir: Path) -> dict[str, np.ndarray[Any, Any]]:
     model = data.manifest.model
     context = data.manifest.chunking.embed_context
     chunk_vectors = data.vectors.reconstruct_n(0, data.vectors.ntotal)
-    for i, chunk in enumerate(data.chunks):
-        title = data.documents[chunk.document_id].title
-        cache[text_key(model, chunk.embedding_text(title, context))] = chunk_vectors[i]
-        text = data.documents[chunk.document_id].text
-        rows = data.chunk_sentence_vectors(i)
-        for sentence, row in zip(chunk.sentence_texts(text), rows, strict=True):
-            cache[text_key(model, sentence)] = row
+    title, text, last = "", "", None
+    try:
+        for i, chunk in enumerate(data.chunks):
+            if chunk.document_id != last:  # chunks come in document order: one read each
+                document = data.documents[chunk.document_id]
+                title, text, last = document.title, document.text, chunk.document_id
+            cache[text_key(model, chunk.embedding_text(title, context))] = chunk_vectors[i]
+            rows = data.chunk_sentence_vectors(i)
+            for sentence, row in zip(chunk.sentence_texts(text), rows, strict=True):
+                cache[text_key(model, sentence)] = row
+    except (ValueError, TypeError, KeyError):  # a damaged record (read lazily): embed afresh
+        return {}
     return cache
 
 

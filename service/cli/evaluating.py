@@ -181,6 +181,11 @@ def register_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="measure start-up, latency, throughput, memory and scale")
     p.add_argument("--quick", action="store_true", help="a fast smoke run (small counts)")
     p.add_argument("--scale", type=_ints, help="vector counts, e.g. 10000,100000 (0: skip)")
+    p.add_argument(
+        "--scale-service",
+        type=_ints,
+        help="chunk counts to start the whole service on, e.g. 100000,1000000 (default: none)",
+    )
     p.add_argument("--scale-data", choices=("clustered", "uniform"), help="synthetic data kind")
     p.add_argument("--scale-indexes", help="comma-separated approximate indexes: hnsw, hnsw-sq8")
     p.add_argument("--sections", help=f"comma-separated subset of {', '.join(SECTIONS)}")

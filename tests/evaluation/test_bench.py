@@ -50,6 +50,7 @@ TINY = BenchConfig(
     memory_requests=40,
     scale=(2_000,),
     scale_queries=10,
+    scale_service=(2_000,),
     server_timeout_s=60.0,
 )
 
@@ -155,6 +156,16 @@ def test_scale_figures(report: BenchReport) -> None:
     # HNSW on 2,000 clustered vectors finds nearly all true neighbours.
     best = max(r.recall_at_10 or 0.0 for r in size.indexes[1].searches)
     assert best >= 0.9
+    # The whole service started on a synthetic build of 2,000 chunks (exact search there).
+    assert scale.service is not None
+    (row,) = scale.service
+    assert (row.chunks, row.index_type, row.requests) == (2_000, "flat", 300)
+    assert row.recall_at_10 == 1.0
+    assert row.rss_before_start_mb < row.rss_started_mb <= row.rss_served_mb + 50
+    assert row.anon_served_mb + row.file_served_mb == pytest.approx(row.rss_served_mb, abs=1)
+    for p50, p99 in ((row.search_p50, row.search_p99), (row.ask_p50, row.ask_p99)):
+        assert _positive(p50) and p50 <= p99
+    assert _positive(row.startup_s) and _positive(row.disk_mb)
 
 
 def test_feedback_figures(report: BenchReport) -> None:

@@ -27,6 +27,11 @@ figures as Markdown tables go to ``bench-latest.md`` and stdout):
     build time, size on disk and in memory, single-query latency and recall@10 against exact
     search, for FAISS ``IndexFlatIP`` (exact), HNSW and HNSW with 8-bit scalar-quantised
     vectors. Each index is measured in a fresh child process so its memory is its own.
+    Then, with ``--scale-service 100000,1000000``, the whole service: a synthetic
+    build written straight through the index writer (no encoder), the service started on it
+    in a child process as ``serve`` starts it, its resident memory after start-up and after
+    300 searches and asks, their latency, and the dense search's recall@10
+    (:mod:`.service_scale`).
 
 The package: :mod:`.config` (what to run), :mod:`.stats` (percentiles, median of runs),
 :mod:`.results` (the typed report and its JSON form), :mod:`.harness` (a server of our own,
@@ -76,6 +81,7 @@ from service.evaluation.bench.results import (
     StartupResult,
 )
 from service.evaluation.bench.scale import bench_scale, generate_vectors
+from service.evaluation.bench.service_scale import bench_service_scale
 from service.evaluation.bench.serving import bench_http
 from service.evaluation.bench.stats import Summary, percentile, summary
 
@@ -149,8 +155,12 @@ def run_benchmark(settings: Settings, config: BenchConfig, say: Say | None = Non
             startup = measured_startup
     if startup is not None and config.ingest_runs > 0:
         startup = replace(startup, ingest=bench_ingest(settings, config, say))
-    if "scale" in sections and config.scale:
+    if "scale" in sections and (config.scale or config.scale_service):
         scale = bench_scale(settings, config, say)
+        if config.scale_service:
+            with tempfile.TemporaryDirectory(prefix="bench-service-scale-") as tmp:
+                rows = bench_service_scale(settings, config.scale_service, Path(tmp), say)
+            scale = replace(scale, service=rows)
     if "feedback" in sections:
         feedback = bench_feedback(settings, config, say)
     s = settings
@@ -195,6 +205,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     changes: dict[str, Any] = {}
     if args.scale is not None:
         changes["scale"] = args.scale
+    if getattr(args, "scale_service", None) is not None:
+        changes["scale_service"] = args.scale_service
     if args.scale_data:
         changes["scale_data"] = args.scale_data
     if args.scale_indexes:

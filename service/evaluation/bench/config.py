@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SECTIONS = ("startup", "in_process", "http", "memory", "scale", "feedback")
 SCALE_QUERIES = 200
@@ -30,6 +30,9 @@ class BenchConfig:
     scale_data: str = "clustered"
     scale_indexes: tuple[str, ...] = ("flat", "hnsw", "hnsw-sq8")
     scale_queries: int = SCALE_QUERIES
+    #: Chunk counts of synthetic builds to start the whole service on (``--scale-service``);
+    #: None or empty: not run. Left out of the report while None (see results.OPTIONAL).
+    scale_service: tuple[int, ...] | None = field(default=None, metadata={"omit when None": True})
     sections: tuple[str, ...] = SECTIONS
     server_timeout_s: float = 180.0
 

@@ -242,6 +242,28 @@ def _scale_lines(scale: ScaleResult) -> list[str]:
                     f"{ix.build_s:.1f} | {ix.disk_mb:.0f} | {ix.memory_mb:.0f} | "
                     f"{ix.process_rss_mb:.0f} | {row.p50:.2f} | {row.p99:.2f} | {recall:.3f} |"
                 )
+    if scale.service:
+        lines += [
+            "",
+            "## Scale (the whole service on a synthetic build)",
+            "",
+            "Started as `serve` starts (model, reader, index) in a process of its own; RSS "
+            "from /proc, after start-up and after the searches and asks; in-process calls "
+            "(encoder included); recall@10 of the service's dense search against exact search.",
+            "",
+            "| chunks | index | disk MiB | start-up s | RSS started MiB | RSS served MiB "
+            "(heap / mapped) | search p50 / p99 ms | ask p50 / p99 ms | dense p50 / p99 ms "
+            "| recall@10 |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in scale.service:
+            lines.append(
+                f"| {r.chunks:,} | {r.index_type} | {r.disk_mb:.0f} | {r.startup_s:.1f} | "
+                f"{r.rss_started_mb:.0f} | {r.rss_served_mb:.0f} ({r.anon_served_mb:.0f} / "
+                f"{r.file_served_mb:.0f}) | {r.search_p50:.1f} / {r.search_p99:.1f} | "
+                f"{r.ask_p50:.1f} / {r.ask_p99:.1f} | {r.dense_p50:.2f} / {r.dense_p99:.2f} | "
+                f"{r.recall_at_10:.3f} |"
+            )
     return [*lines, ""]
 
 

@@ -18,7 +18,7 @@ from typing import Any, Self
 from service.evaluation.bench.config import BenchConfig
 from service.evaluation.bench.stats import Latency, Summary, summary
 
-_OMIT = "omit when None"
+_OMIT = "omit when None"  # also spelled out in config.BenchConfig, which cannot import this
 OPTIONAL = {_OMIT: True}  # field metadata: left out of the JSON while None
 
 
@@ -215,6 +215,30 @@ class HnswSettings(Record):
 
 
 @dataclass
+class ServiceScaleRow(Record):
+    """The whole service started on a synthetic build (times in milliseconds, memory in MiB)."""
+
+    chunks: int
+    index_type: str
+    build_s: float  # writing the synthetic build
+    disk_mb: float
+    startup_s: float  # model, reader and index, as ``serve`` starts
+    rss_before_start_mb: float  # the Python process with nothing loaded
+    rss_started_mb: float
+    rss_served_mb: float  # after ``requests`` searches and asks
+    anon_served_mb: float  # of which heap (FAISS, arrays, objects)
+    file_served_mb: float  # and mapped files' pages (records, vectors, BM25, libraries)
+    requests: int
+    search_p50: float
+    search_p99: float
+    ask_p50: float
+    ask_p99: float
+    dense_p50: float  # the approximate index's search alone
+    dense_p99: float
+    recall_at_10: float  # of the service's dense search against exact search
+
+
+@dataclass
 class ScaleResult(Record):
     data: str
     dimension: int
@@ -223,6 +247,7 @@ class ScaleResult(Record):
     hnsw: HnswSettings
     sizes: list[ScaleSize]
     note: str
+    service: list[ServiceScaleRow] | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass
