@@ -77,6 +77,31 @@ def hash_settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path, CORPUS)
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The real corpus indexed with the hashing embedder, once per module (copy it with
+    :func:`copy_of_build` before damaging it)."""
+    from service.embedding import HashEmbedder
+    from service.ingest import build_index
+
+    settings = make_settings(tmp_path_factory.mktemp("template"), CORPUS)
+    build_index(settings, HashEmbedder())
+    return settings
+
+
+def copy_of_build(template: Settings, folder: Path, **overrides: object) -> Settings:
+    """A fresh copy of ``template``'s corpus and index in ``folder``, with its settings."""
+    shutil.copytree(template.corpus_dir, folder / "corpus")
+    shutil.copytree(template.index_dir, folder / "index")
+    return make_settings(folder, **overrides)
+
+
+@pytest.fixture
+def built(template: Settings, tmp_path: Path) -> Settings:
+    """The real corpus indexed with the hashing embedder (a fresh copy for each test)."""
+    return copy_of_build(template, tmp_path)
+
+
 @pytest.fixture(scope="session")
 def real_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Real corpus, real bundled model, an index built once for the session."""

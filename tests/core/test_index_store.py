@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, make_settings, wait_for_marker
+from conftest import make_settings, wait_for_marker
 
 from service.chunking import chunk_document
 from service.config import Settings
@@ -35,21 +35,6 @@ from service.index_store import (
 from service.ingest import build_index, ensure_index
 
 EMBEDDER = HashEmbedder()
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = make_settings(tmp_path_factory.mktemp("template"), CORPUS)
-    build_index(settings, EMBEDDER)
-    return settings
-
-
-@pytest.fixture
-def built(template: Settings, tmp_path: Path) -> Settings:
-    """The real corpus indexed with the hashing embedder (a fresh copy for each test)."""
-    shutil.copytree(template.corpus_dir, tmp_path / "corpus")
-    shutil.copytree(template.index_dir, tmp_path / "index")
-    return make_settings(tmp_path)
 
 
 def texts_to_embed(docs: list[Document], settings: Settings) -> set[str]:

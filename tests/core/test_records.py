@@ -4,13 +4,11 @@ lazily from memory-mapped files, and the format version that makes older builds 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, make_settings
 
 from service.chunk_index import EmbeddedIndex
 from service.chunking import Chunk
@@ -26,24 +24,10 @@ from service.index_store import (
     current_build,
     load_index,
 )
-from service.ingest import build_index, chunk_corpus, ensure_index
+from service.ingest import chunk_corpus, ensure_index
 from service.records import ChunkRecords, DocumentRecords, save_float16, write_lines
 
 EMBEDDER = HashEmbedder()
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = make_settings(tmp_path_factory.mktemp("template"), CORPUS)
-    build_index(settings, EMBEDDER)
-    return settings
-
-
-@pytest.fixture
-def built(template: Settings, tmp_path: Path) -> Settings:
-    shutil.copytree(template.corpus_dir, tmp_path / "corpus")
-    shutil.copytree(template.index_dir, tmp_path / "index")
-    return make_settings(tmp_path)
 
 
 def test_float16_round_trip_is_within_its_rounding(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CORPUS, make_settings, running, serving, wait_for_marker
+from conftest import CORPUS, copy_of_build, make_settings, running, serving, wait_for_marker
 from fastapi.testclient import TestClient
 
 from service import index_store
@@ -50,19 +50,10 @@ NEW_DOC = (
 )
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = make_settings(tmp_path_factory.mktemp("template"), CORPUS)
-    build_index(settings, HashEmbedder())
-    return settings
-
-
 @pytest.fixture
 def built(template: Settings, tmp_path: Path) -> Settings:
     """The real corpus, indexed with the hashing embedder; admin enabled."""
-    shutil.copytree(template.corpus_dir, tmp_path / "corpus")
-    shutil.copytree(template.index_dir, tmp_path / "index")
-    return make_settings(tmp_path, admin_token=TOKEN)
+    return copy_of_build(template, tmp_path, admin_token=TOKEN)
 
 
 @pytest.fixture
