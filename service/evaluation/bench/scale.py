@@ -152,15 +152,16 @@ def _scale_worker(job: ScaleJob) -> IndexResult:
     )
 
 
-def _run_scale_worker(job: ScaleJob, timeout: float) -> IndexResult:
-    code = "import json,sys; from service.evaluation.bench.scale import ScaleJob, _scale_worker; "
-    code += "print(json.dumps(_scale_worker(ScaleJob(**json.loads(sys.argv[1]))).to_dict()))"
-    # A fixed mmap threshold: freed large blocks go back to the OS, so the RSS growth on
-    # loading the index is the index's own memory.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+def run_worker(code: str, payload: str, timeout: float, what: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python with ``payload`` on its stdin (not in argv: settings may
+    hold tokens); return the JSON object its last output line prints.
+
+    A fixed mmap threshold: freed large blocks go back to the OS, so the RSS a worker reports
+    is what it holds."""
     done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(asdict(job))],
-        env=env,
+        [sys.executable, "-c", code],
+        input=payload,
+        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -168,8 +169,16 @@ def _run_scale_worker(job: ScaleJob, timeout: float) -> IndexResult:
     )
     if done.returncode != 0:
         tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise BenchError(f"scale worker ({job.kind}, {job.n}) failed: {tail}")
-    return IndexResult.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        raise BenchError(f"{what} failed: {tail}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _run_scale_worker(job: ScaleJob, timeout: float) -> IndexResult:
+    code = "import json,sys; from service.evaluation.bench.scale import ScaleJob, _scale_worker; "
+    code += "print(json.dumps(_scale_worker(ScaleJob(**json.loads(sys.stdin.read()))).to_dict()))"
+    what = f"scale worker ({job.kind}, {job.n})"
+    return IndexResult.from_dict(run_worker(code, json.dumps(asdict(job)), timeout, what))
 
 
 def bench_scale(settings: Settings, config: BenchConfig, say: Say) -> ScaleResult:

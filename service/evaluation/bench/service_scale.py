@@ -13,18 +13,15 @@ index) and measures it from ``/proc``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from service.evaluation.bench.config import BenchError, Say
+from service.evaluation.bench.config import Say
 from service.evaluation.bench.results import ServiceScaleRow
-from service.evaluation.bench.scale import SCALE_K, generate_vectors
+from service.evaluation.bench.scale import SCALE_K, generate_vectors, run_worker
 from service.evaluation.bench.stats import latency
 
 if TYPE_CHECKING:
@@ -405,19 +402,8 @@ def _run_service_worker(job: ServiceJob, timeout: float) -> ServiceScaleRow:
         "d['build'] = SyntheticBuild(**d['build']); "
         "print(json.dumps(_service_worker(ServiceJob(**d)).to_dict()))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        input=json.dumps(asdict(job)),  # not in argv: the settings may hold tokens
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        raise BenchError(f"service scale worker ({job.chunks} chunks) failed: {tail}")
-    return ServiceScaleRow.from_dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    what = f"service scale worker ({job.chunks} chunks)"
+    return ServiceScaleRow.from_dict(run_worker(code, json.dumps(asdict(job)), timeout, what))
 
 
 def bench_service_scale(
