@@ -8,7 +8,9 @@ embedding cache, so unchanged text is not re-embedded), published to Qdrant
 At start-up with ``qdrant``: a missing alias is built and published from the corpus; a
 published build with another model, dimension or chunking is refused (one message naming
 both); one whose corpus hash differs from the corpus folder is rebuilt and published; with no
-corpus folder (an API replica) the build the alias names is served as it is.
+corpus folder (an API replica) the build the alias names is served as it is. A build
+published by an older version in another layout is rebuilt and republished (with a corpus)
+or refused with a message saying so (without one).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def open_index(
             settings, embedder, force=force, progress=progress, serve_stale=serve_stale
         )
     from service.qdrant_index import (
+        OutdatedCollection,
         QdrantIndex,
         mismatch,
         open_client,
@@ -57,8 +60,18 @@ def open_index(
     with translated(at, alias):
         current = resolve(client, alias)
     reason: str | None = "rebuild requested" if force else None
+    served: QdrantIndex | None = None
     if current is not None:
-        served = QdrantIndex(client, settings, current)
+        try:
+            served = QdrantIndex(client, settings, current)
+        except OutdatedCollection:
+            if not has_corpus:
+                raise
+            # A new local build (its vectors copied, not re-embedded) gets a new collection;
+            # the old one serves until the alias switches.
+            force = True
+            reason = f"collection '{current}' was published by an older version"
+    if served is not None:
         problem = mismatch(served.manifest, settings, embedder.name, embedder.dimension)
         if problem and not force:
             raise IndexMismatchError(
@@ -72,7 +85,7 @@ def open_index(
             if corpus_hash(loaded.documents) == served.manifest.corpus_hash:
                 return EnsureResult(served, None, None)
             reason = "collection is stale: corpus changed"
-    else:
+    elif current is None:
         if not has_corpus:
             raise IndexMissingError(
                 f"no collection behind alias '{alias}' in Qdrant at {at} and no corpus folder "

@@ -60,7 +60,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,25 +205,41 @@ def _get(obj: object, name: str) -> Any:
 # -- the corpus view used by resolution ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class CorpusTerms:
-    """Per-document word sets that :func:`resolve` needs (built once per loaded index)."""
+    """The word sets :func:`resolve` needs, built once per loaded index: which documents' titles
+    hold a word (from the metadata held in memory), and each document's full vocabulary, read
+    from its text the first time a conversation cites it (the last few are kept), so a large
+    collection's texts are not all read to answer one follow-up."""
 
-    documents: Mapping[str, Document]
-    title_terms: Mapping[str, frozenset[str]]
-    text_terms: Mapping[str, frozenset[str]]
+    TEXTS_KEPT = 256
+
+    def __init__(self, documents: Mapping[str, Document]) -> None:
+        self.documents = documents
+        titled: dict[str, list[str]] = {}
+        for d in documents.values():
+            for term in set(tokenize(f"{d.title} {d.source_title or ''}")):
+                titled.setdefault(term, []).append(d.id)
+        self.titled: Mapping[str, Sequence[str]] = titled  # term -> documents, in order
+        self._texts: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def build(cls, documents: Mapping[str, Document]) -> CorpusTerms:
-        titles = {
-            d.id: frozenset(tokenize(f"{d.title} {d.source_title or ''}"))
-            for d in documents.values()
-        }
-        texts = {
-            d.id: frozenset(tokenize(f"{d.title} {d.source_title or ''} {d.text}"))
-            for d in documents.values()
-        }
-        return cls(documents, titles, texts)
+        return cls(documents)
+
+    def text_terms(self, document_id: str) -> frozenset[str]:
+        """Every stemmed word of a document: its title, source title and text."""
+        with self._lock:
+            if document_id in self._texts:
+                self._texts.move_to_end(document_id)
+                return self._texts[document_id]
+        d = self.documents[document_id]
+        terms = frozenset(tokenize(f"{d.title} {d.source_title or ''} {d.text}"))
+        with self._lock:
+            self._texts[document_id] = terms
+            while len(self._texts) > self.TEXTS_KEPT:
+                self._texts.popitem(last=False)
+        return terms
 
 
 _CORPUS_CACHE: tuple[object, CorpusTerms] | None = None
@@ -321,16 +339,14 @@ def topic_words(question: str) -> str:
 
 def new_subject(question: str, previous: Iterable[str], corpus: CorpusTerms) -> str | None:
     """A word naming another document's subject that the previous documents never mention."""
-    previous = [d for d in previous if d in corpus.text_terms]
+    previous = [d for d in previous if d in corpus.documents]
     if not previous:
         return None
-    terms = set(content_terms(question))
-    for doc_id, title in corpus.title_terms.items():
-        if doc_id in previous:
-            continue
-        for term in sorted(terms & title):
-            if not any(term in corpus.text_terms[p] for p in previous):
-                return term
+    for term in sorted(set(content_terms(question))):
+        if any(d not in previous for d in corpus.titled.get(term, ())) and not any(
+            term in corpus.text_terms(p) for p in previous
+        ):
+            return term
     return None
 
 

@@ -7,12 +7,16 @@ One build is two collections, switched in together by one atomic alias update:
   query with term counts then scores exactly as ``bm25s.get_scores``), the sentence vectors as
   a multivector ``sentences`` (left out when a chunk has none) and the chunk record as payload
   (with its stemmed terms, for the ranker's word-overlap feature);
-- ``<alias>-<build>-meta``: vector-less points holding the manifest, the documents (metadata,
-  text, their rows and terms) and the vocabulary (term -> sparse index, document frequency).
+- ``<alias>-<build>-meta``: vector-less points holding the manifest, a point per document
+  (metadata, chunk count, text, rows and stemmed terms) and the vocabulary (term -> sparse
+  index, document frequency).
 
 Aliases ``<alias>`` and ``<alias>-meta`` name the build in service. An API process loads the
-documents and the vocabulary and fetches chunks and vectors per query (a small LRU keeps the
-recent ones), so any number of replicas can serve one collection. A build is published by
+manifest, each document's metadata and the vocabulary (a payload selector leaves texts, rows
+and term sets in Qdrant); it fetches chunks and vectors per query, a document's terms when a
+candidate comes from it (the ranker's document-overlap feature) and its text or rows when a
+request shows the document. Small LRUs keep the recent ones. It holds no per-chunk state, so
+any number of replicas can serve one collection and their memory does not grow with it. A build is published by
 :func:`publish`: new collections, upserted in batches, counted, then the aliases switched and
 the previous build dropped; a crash before the switch leaves the old build in service and the
 half-built collections are removed by the next publish.
@@ -47,6 +51,7 @@ from service.index_store import (
     ProgressFn,
     text_key,
 )
+from service.records import document_metadata, stored_document
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -55,11 +60,22 @@ META_SUFFIX = "-meta"
 VOCABULARY_PAGE = 5000
 UPSERT_BATCH = 256
 RECORDS_KEPT = 2048
+#: Document texts and per-document term sets kept per process (the rest stay in Qdrant).
+TEXTS_KEPT = 64
+TERM_SETS_KEPT = 1024
+#: The meta collection's layout: 2 keeps each document's text, rows and terms apart from the
+#: metadata an API process loads at start-up. A build published in another layout is rebuilt.
+META_FORMAT = 2
+_ON_DEMAND = ["text", "rows", "document_terms"]
 _BUILD = r"-build-\d{8}T\d{6}-[0-9a-f]{6}"
 
 
 class QdrantLockedError(IndexStoreError):
     """A local-mode folder held by another process (qdrant-client allows one per folder)."""
+
+
+class OutdatedCollection(BackendUnavailable):
+    """A build published by an older version of the service, in another meta layout."""
 
 
 def where(settings: Settings) -> str:
@@ -251,20 +267,6 @@ def _chunk_of(payload: Mapping[str, Any]) -> Chunk:
     )
 
 
-def _document_record(doc: Document) -> dict[str, Any]:
-    record = asdict(doc)
-    record["authors"] = list(doc.authors)
-    record["pages"] = list(doc.pages)
-    return record
-
-
-def _document_of(record: Mapping[str, Any]) -> Document:
-    values = dict(record)
-    values["authors"] = tuple(values.get("authors") or ())
-    values["pages"] = tuple(values.get("pages") or ())
-    return Document(**values)
-
-
 def publish(
     client: Any, settings: Settings, data: IndexData, progress: ProgressFn | None = None
 ) -> str:
@@ -385,36 +387,36 @@ def _meta_points(
     for row, chunk in enumerate(data.chunks):
         rows_of.setdefault(chunk.document_id, []).append(row)
     points: list[tuple[int, dict[str, Any]]] = [
-        (0, {"kind": "manifest", "manifest": asdict(data.manifest), "collection": name})
+        (
+            0,
+            {
+                "kind": "manifest",
+                "manifest": asdict(data.manifest),
+                "collection": name,
+                "meta_format": META_FORMAT,
+            },
+        )
     ]
+
+    def document(doc: Document, number: int, rows: list[int], terms: list[str]) -> None:
+        payload = {
+            "kind": "document",
+            "number": number,
+            "record": document_metadata(doc),
+            "chunks": len(rows),
+            # Read on demand, never at start-up (see _ON_DEMAND):
+            "text": doc.text,
+            "rows": rows,
+            "document_terms": terms,
+        }
+        points.append((len(points), payload))
+
     for number, (doc_id, rows) in enumerate(rows_of.items()):
         held = {int(t) for r in rows for t in term_of[int(bounds[r]) : int(bounds[r + 1])]}
-        points.append(
-            (
-                len(points),
-                {
-                    "kind": "document",
-                    "number": number,
-                    "record": _document_record(data.documents[doc_id]),
-                    "rows": rows,
-                    "terms": sorted(term_names[t] for t in held),
-                },
-            )
-        )
+        document(data.documents[doc_id], number, rows, sorted(term_names[t] for t in held))
     for doc_id, doc in data.documents.items():
         if doc_id not in rows_of:  # a document without chunks (headings only)
-            points.append(
-                (
-                    len(points),
-                    {
-                        "kind": "document",
-                        "number": -1,
-                        "record": _document_record(doc),
-                        "rows": [],
-                        "terms": [],
-                    },
-                )
-            )
+            document(doc, -1, [], [])
     df = np.diff(indptr)
     ids = sorted(i for i in term_names if i < len(df))  # bm25s's '' has no postings row
     for lo in range(0, len(ids), VOCABULARY_PAGE):
@@ -484,22 +486,33 @@ class QdrantIndex:
         return cls(client, settings, name)
 
     def _load_meta(self) -> None:
+        """The manifest, every document's metadata and the vocabulary; each document's text,
+        rows and term set stay in Qdrant until asked for (so start-up and resident memory
+        grow with the documents and the vocabulary, not with the chunks)."""
+        from qdrant_client import models
+
         meta = meta_collection(self.collection)
         records: list[Any] = []
         with translated(self.at, meta):
             offset = None
             while True:
                 page, offset = self.client.scroll(
-                    meta, limit=1000, offset=offset, with_payload=True, with_vectors=False
+                    meta,
+                    limit=1000,
+                    offset=offset,
+                    with_payload=models.PayloadSelectorExclude(exclude=_ON_DEMAND),
+                    with_vectors=False,
                 )
                 records.extend(page)
                 if offset is None:
                     break
         manifest: Manifest | None = None
+        layout = None
         self._documents: dict[str, Document] = {}
-        self._doc_rows: dict[str, list[int]] = {}
+        self._doc_point: dict[str, int] = {}  # document id -> its meta point
         self._doc_number: dict[str, int] = {}
-        self._doc_terms: dict[int, frozenset[str]] = {}
+        self._number_point: dict[int, int] = {}  # document number -> its meta point
+        self._chunk_counts: dict[str, int] = {}
         self._term_ids: dict[str, int] = {}
         self._df: dict[str, int] = {}
         for record in sorted(records, key=lambda r: int(r.id)):
@@ -507,14 +520,17 @@ class QdrantIndex:
             kind = payload.get("kind")
             if kind == "manifest":
                 manifest = Manifest.from_dict(payload["manifest"])
-            elif kind == "document":
-                doc = _document_of(payload["record"])
+                layout = payload.get("meta_format")
+            elif kind == "document" and layout == META_FORMAT:
+                point = int(record.id)
+                doc = stored_document(payload["record"], self._text, point)
                 self._documents[doc.id] = doc
-                self._doc_rows[doc.id] = [int(r) for r in payload["rows"]]
-                if payload["rows"]:
+                self._doc_point[doc.id] = point
+                if payload["chunks"]:
                     number = int(payload["number"])
                     self._doc_number[doc.id] = number
-                    self._doc_terms[number] = frozenset(payload["terms"])
+                    self._number_point[number] = point
+                    self._chunk_counts[doc.id] = int(payload["chunks"])
             elif kind == "vocabulary":
                 for term, i, f in zip(payload["terms"], payload["ids"], payload["df"], strict=True):
                     self._term_ids[term] = int(i)
@@ -524,9 +540,66 @@ class QdrantIndex:
                 f"collection '{meta}' in Qdrant at {self.at} holds no manifest; re-publish with "
                 "`python -m service ingest --force`"
             )
+        if layout != META_FORMAT:
+            raise OutdatedCollection(
+                f"collection '{meta}' in Qdrant at {self.at} was published by an older version "
+                "of the service; re-publish with `python -m service ingest --force`"
+            )
         self._manifest = manifest
-        self._chunk_counts = {d: len(r) for d, r in self._doc_rows.items() if r}
         self._n = sum(self._chunk_counts.values())
+        self._texts: OrderedDict[int, str] = OrderedDict()
+        self._term_sets: OrderedDict[int, frozenset[str]] = OrderedDict()
+
+    def _meta_fields(self, points: Sequence[int], key: str) -> dict[int, Any]:
+        """``key`` of the meta ``points`` (one ``retrieve``)."""
+        from qdrant_client import models
+
+        meta = meta_collection(self.collection)
+        with translated(self.at, meta):
+            found = self.client.retrieve(
+                meta,
+                ids=list(points),
+                with_payload=models.PayloadSelectorInclude(include=[key]),
+                with_vectors=False,
+            )
+        values = {int(p.id): (p.payload or {}).get(key) for p in found}
+        lost = [p for p in points if values.get(p) is None]
+        if lost:
+            raise BackendUnavailable(
+                f"collection '{meta}' in Qdrant at {self.at} lacks the {key} of records "
+                f"{lost[:5]}; re-publish with `python -m service ingest --force`"
+            )
+        return values
+
+    def _text(self, point: int) -> str:
+        """A document's text (read from the meta collection; the last few are kept)."""
+        with self._lock:
+            if point in self._texts:
+                self._texts.move_to_end(point)
+                return self._texts[point]
+        text = str(self._meta_fields([point], "text")[point])
+        with self._lock:
+            self._texts[point] = text
+            while len(self._texts) > TEXTS_KEPT:
+                self._texts.popitem(last=False)
+        return text
+
+    def _document_terms(self, numbers: Collection[int]) -> dict[int, frozenset[str]]:
+        """The stemmed terms of documents (by number), for the ranker's document overlap."""
+        with self._lock:
+            found = {n: self._term_sets[n] for n in numbers if n in self._term_sets}
+            for n in found:
+                self._term_sets.move_to_end(n)
+        missing = [n for n in numbers if n not in found]
+        if missing:
+            fetched = self._meta_fields([self._number_point[n] for n in missing], "document_terms")
+            with self._lock:
+                for n in missing:
+                    terms = frozenset(fetched[self._number_point[n]])
+                    found[n] = self._term_sets[n] = terms
+                while len(self._term_sets) > TERM_SETS_KEPT:
+                    self._term_sets.popitem(last=False)
+        return found
 
     # -- what the index holds
 
@@ -608,8 +681,11 @@ class QdrantIndex:
                 yield _chunk_of(point.payload)
 
     def chunks_of(self, document_id: str) -> list[Chunk]:
-        rows = self._doc_rows.get(document_id) or []
-        return [r.chunk for r in self._fetch(rows)] if rows else []
+        if not self._chunk_counts.get(document_id):
+            return []
+        point = self._doc_point[document_id]
+        rows = [int(r) for r in self._meta_fields([point], "rows")[point]]
+        return [r.chunk for r in self._fetch(rows)]
 
     def chunk_sentence_vectors(self, row: int) -> Vectors:
         return self._fetch([row])[0].sentences
@@ -731,8 +807,11 @@ class QdrantIndex:
         in_document = np.zeros(len(rows))
         if not weights or not len(rows):
             return in_chunk, in_document
-        for i, record in enumerate(self._fetch(rows.tolist())):
-            held = self._doc_terms[self._doc_number[record.chunk.document_id]]
+        records = self._fetch(rows.tolist())
+        numbers = [self._doc_number[r.chunk.document_id] for r in records]
+        term_sets = self._document_terms(set(numbers))
+        for i, (record, number) in enumerate(zip(records, numbers, strict=True)):
+            held = term_sets[number]
             in_chunk[i] = sum(w for t, w in weights.items() if t in record.terms)
             in_document[i] = sum(w for t, w in weights.items() if t in held)
         return in_chunk, in_document

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, Sequence, ValuesView
 from dataclasses import asdict
 from dataclasses import fields as dataclass_fields
 from functools import lru_cache
@@ -49,13 +49,18 @@ def write_lines(path: Path, lines: Iterable[str]) -> Offsets:
     return np.asarray(offsets, dtype=np.int64)
 
 
-def document_line(doc: Document) -> str:
-    """A document's metadata as one JSON line (its text is stored apart)."""
+def document_metadata(doc: Document) -> dict[str, Any]:
+    """A document's fields but its text, as JSON values (its text is stored apart)."""
     record = asdict(doc)
     del record["text"]
     record["authors"] = list(doc.authors)
     record["pages"] = list(doc.pages)
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return record
+
+
+def document_line(doc: Document) -> str:
+    """A document's metadata as one JSON line."""
+    return json.dumps(document_metadata(doc), ensure_ascii=False) + "\n"
 
 
 def document_text(doc: Document) -> str:
@@ -179,19 +184,22 @@ class ChunkRecords(Sequence[Chunk]):
 
 
 class StoredDocument(Document):
-    """A :class:`Document` whose text is read from the build's text file when asked for; equal
-    to (and hashed as) the :class:`Document` with the same fields."""
+    """A :class:`Document` whose text is read when asked for (``read_text(number)``: from the
+    build's text file, or from the store that holds it); equal to (and hashed as) the
+    :class:`Document` with the same fields."""
 
-    def __init__(self, fields: dict[str, Any], texts: _Lines, number: int) -> None:
+    def __init__(
+        self, fields: dict[str, Any], read_text: Callable[[int], str], number: int
+    ) -> None:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "_texts", texts)
+        object.__setattr__(self, "_read_text", read_text)
         object.__setattr__(self, "_number", number)
 
     @property
     def text(self) -> str:
-        texts: _Lines = self.__dict__["_texts"]
-        return texts.line(self.__dict__["_number"]).decode("utf-8")
+        read: Callable[[int], str] = self.__dict__["_read_text"]
+        return read(self.__dict__["_number"])
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Document):
@@ -202,6 +210,22 @@ class StoredDocument(Document):
 
 
 _DOCUMENT_FIELDS = tuple(f.name for f in dataclass_fields(Document))
+
+
+def stored_document(
+    record: Mapping[str, Any], read_text: Callable[[int], str], number: int
+) -> StoredDocument:
+    """A :class:`StoredDocument` from a metadata record (:func:`document_line`'s fields);
+    ValueError when the record is not one."""
+    values = dict(record)
+    values["authors"] = tuple(values.get("authors") or ())
+    values["pages"] = tuple(values.get("pages") or ())
+    if set(values) - set(_DOCUMENT_FIELDS) or "id" not in values or "title" not in values:
+        raise ValueError("not a document record")
+    fields = {f.name: f.default for f in dataclass_fields(Document) if f.name != "text"}
+    fields.update(values)
+    fields.pop("text", None)
+    return StoredDocument(fields, read_text, number)
 
 
 class DocumentRecords(Mapping[str, Document]):
@@ -215,15 +239,10 @@ class DocumentRecords(Mapping[str, Document]):
         self._ids: list[str] = []
         with metadata.open(encoding="utf-8") as fh:
             for n, line in enumerate(fh):
-                record = json.loads(line)
-                record["authors"] = tuple(record.get("authors") or ())
-                record["pages"] = tuple(record.get("pages") or ())
-                unknown = set(record) - set(_DOCUMENT_FIELDS)
-                if unknown or "id" not in record or "title" not in record:
-                    raise ValueError(f"{metadata.name}: record {n} is not a document")
-                fields = {f.name: f.default for f in dataclass_fields(Document) if f.name != "text"}
-                fields.update(record)
-                doc = StoredDocument(fields, self._texts, n)
+                try:
+                    doc = stored_document(json.loads(line), self._text, n)
+                except ValueError:
+                    raise ValueError(f"{metadata.name}: record {n} is not a document") from None
                 if doc.id in self._documents:
                     raise ValueError(f"{metadata.name}: duplicate document id '{doc.id}'")
                 self._documents[doc.id] = doc
@@ -234,6 +253,9 @@ class DocumentRecords(Mapping[str, Document]):
                 f"{len(self._texts)} texts"
             )
         self._numbers = {doc_id: n for n, doc_id in enumerate(self._ids)}
+
+    def _text(self, number: int) -> str:
+        return self._texts.line(number).decode("utf-8")
 
     def number(self, document_id: str) -> int | None:
         return self._numbers.get(document_id)

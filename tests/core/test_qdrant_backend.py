@@ -18,6 +18,7 @@ import pytest
 from conftest import CORPUS, ROOT, make_settings
 
 from service.backends import open_index, rebuild
+from service.chunk_index import BackendUnavailable
 from service.config import Settings, SettingsError, load_settings
 from service.embedding import HashEmbedder
 from service.engine import Engine
@@ -210,6 +211,62 @@ def test_a_replica_without_corpus_serves_the_alias(tmp_path: Path) -> None:
     engine, ensured = Engine.start(replica, embedder=EMBEDDER, reader=None)
     assert ensured.build is None and engine.search("knee cartilage", 3).hits
     assert not (tmp_path / "x").exists()  # an API replica needs only Qdrant
+
+
+def test_texts_rows_and_term_sets_stay_in_qdrant_until_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = qdrant_settings(tmp_path)
+    Engine.start(settings, embedder=EMBEDDER, reader=None)
+    close_clients()
+    asked: list[tuple[str, tuple[int, ...]]] = []
+    original = QdrantIndex._meta_fields
+
+    def spy(self: QdrantIndex, points: Any, key: str) -> dict[int, Any]:
+        asked.append((key, tuple(points)))
+        return original(self, points, key)
+
+    monkeypatch.setattr(QdrantIndex, "_meta_fields", spy)
+    engine, _ = Engine.start(settings, embedder=EMBEDDER, reader=None)
+    index = engine.data
+    assert isinstance(index, QdrantIndex)
+    assert asked == []  # start-up loads metadata and the vocabulary only
+    answer = engine.ask(QUESTIONS[0])
+    assert answer.status == "answered" and answer.citations
+    assert {key for key, _ in asked} == {"document_terms"}  # the ranker's document overlap
+    assert len({p for _, points in asked for p in points}) <= len(index.documents)
+    # A second question about the same studies reads nothing more from the meta collection.
+    before = len(asked)
+    engine.ask(QUESTIONS[0])
+    assert len(asked) == before
+    # A text is read when asked for, once (then kept), and equals the corpus's.
+    doc_id = answer.citations[0].document.id
+    text = index.documents[doc_id].text
+    assert index.documents[doc_id].text == text
+    assert [key for key, _ in asked].count("text") == 1
+    embedded, _ = Engine.start(make_settings(tmp_path / "e", CORPUS), embedder=EMBEDDER)
+    assert text == embedded.data.documents[doc_id].text
+    assert index.chunks_of(doc_id) == embedded.data.chunks_of(doc_id)
+    assert ("rows", (index._doc_point[doc_id],)) in asked
+
+
+def test_a_build_in_an_older_layout_is_republished_or_refused(tmp_path: Path) -> None:
+    settings = qdrant_settings(tmp_path)
+    engine, _ = Engine.start(settings, embedder=EMBEDDER, reader=None)
+    old = engine.data.build_name
+    client = open_client(settings)
+    client.delete_payload(meta_collection(old), keys=["meta_format"], points=[0])
+    replica = load_settings(
+        **{**settings.model_dump(), "corpus_dir": tmp_path / "none", "index_dir": tmp_path / "x"}
+    )
+    with pytest.raises(BackendUnavailable, match=r"older version.*ingest --force"):
+        open_index(replica, EMBEDDER)
+    ensured = open_index(settings, EMBEDDER)
+    assert ensured.reason is not None and "older version" in ensured.reason
+    assert ensured.build is not None and ensured.build.reused > 0  # vectors copied
+    assert ensured.data.build_name != old
+    assert resolve(client, settings.qdrant_collection) == ensured.data.build_name
+    assert not client.collection_exists(old)
 
 
 def test_the_folder_lock_is_named_in_one_line(tmp_path: Path) -> None:
