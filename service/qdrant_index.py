@@ -16,10 +16,11 @@ manifest, each document's metadata and the vocabulary (a payload selector leaves
 and term sets in Qdrant); it fetches chunks and vectors per query, a document's terms when a
 candidate comes from it (the ranker's document-overlap feature) and its text or rows when a
 request shows the document. Small LRUs keep the recent ones. It holds no per-chunk state, so
-any number of replicas can serve one collection and their memory does not grow with it. A build is published by
-:func:`publish`: new collections, upserted in batches, counted, then the aliases switched and
-the previous build dropped; a crash before the switch leaves the old build in service and the
-half-built collections are removed by the next publish.
+any number of replicas can serve one collection and their memory does not grow with it.
+
+A build is published by :func:`publish`: new collections, upserted in batches, counted, then
+the aliases switched and the previous build dropped; a crash before the switch leaves the
+old build in service and the half-built collections are removed by the next publish.
 
 qdrant-client's errors (REST, gRPC, local mode) become :class:`BackendUnavailable`.
 """

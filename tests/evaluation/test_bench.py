@@ -168,6 +168,24 @@ def test_scale_figures(report: BenchReport) -> None:
     assert _positive(row.startup_s) and _positive(row.disk_mb)
 
 
+def test_the_whole_service_at_scale_on_the_qdrant_backend(tmp_path: Path) -> None:
+    from service.evaluation.bench.service_scale import bench_service_scale
+
+    settings = make_settings(
+        tmp_path / "s", CORPUS, backend="qdrant", qdrant_path=str(tmp_path / "unused")
+    )
+    said: list[str] = []
+    (row,) = bench_service_scale(settings, (600,), tmp_path / "work", said.append, requests=4)
+    assert (row.backend, row.chunks, row.requests) == ("qdrant", 600, 4)
+    assert row.recall_at_10 == 1.0  # local mode searches exactly
+    # What the API side holds: the model and per-document metadata, bounded caches; not the
+    # collection (the local engine's allocations are left out).
+    assert row.api_held_mb is not None and 0 < row.api_held_mb < row.rss_served_mb
+    assert any("publishing" in line for line in said)
+    assert not (tmp_path / "work" / "qdrant-600").exists()  # the folder is removed after
+    assert not (tmp_path / "unused").exists()  # the configured store is never touched
+
+
 def test_feedback_figures(report: BenchReport) -> None:
     fb = report.feedback
     assert fb is not None

@@ -253,17 +253,27 @@ def _scale_lines(scale: ScaleResult) -> list[str]:
             "",
             "| chunks | index | disk MiB | start-up s | RSS started MiB | RSS served MiB "
             "(heap / mapped) | search p50 / p99 ms | ask p50 / p99 ms | dense p50 / p99 ms "
-            "| recall@10 |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| recall@10 | backend | API side holds MiB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in scale.service:
+            held = "-" if r.api_held_mb is None else f"{r.api_held_mb:.1f}"
             lines.append(
                 f"| {r.chunks:,} | {r.index_type} | {r.disk_mb:.0f} | {r.startup_s:.1f} | "
                 f"{r.rss_started_mb:.0f} | {r.rss_served_mb:.0f} ({r.anon_served_mb:.0f} / "
                 f"{r.file_served_mb:.0f}) | {r.search_p50:.1f} / {r.search_p99:.1f} | "
                 f"{r.ask_p50:.1f} / {r.ask_p99:.1f} | {r.dense_p50:.2f} / {r.dense_p99:.2f} | "
-                f"{r.recall_at_10:.3f} |"
+                f"{r.recall_at_10:.3f} | {r.backend} | {held} |"
             )
+        if any(r.api_held_mb is not None for r in scale.service):
+            lines += [
+                "",
+                "Qdrant backend (local mode): RSS includes qdrant-client's local-mode engine, "
+                "which keeps the whole collection in this process and searches it by brute "
+                "force, and the latencies include tracemalloc's overhead; the API side's "
+                "holding is the figure that a server deployment's API process would have "
+                "(allocations still held after the requests, the local engine's left out).",
+            ]
     return [*lines, ""]
 
 

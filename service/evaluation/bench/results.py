@@ -236,6 +236,11 @@ class ServiceScaleRow(Record):
     dense_p50: float  # the approximate index's search alone
     dense_p99: float
     recall_at_10: float  # of the service's dense search against exact search
+    backend: str = "embedded"
+    # Qdrant backend only: what the API side allocated and still holds after the requests
+    # (tracemalloc), leaving out qdrant-client's local-mode engine, which a server deployment
+    # runs in the Qdrant server's process.
+    api_held_mb: float | None = None
 
 
 @dataclass

@@ -343,6 +343,16 @@ def _service_worker(job: ServiceJob) -> ServiceScaleRow:
             "corpus_dir": Path(job.build.index_dir) / "no-corpus",  # serve the build as it is
         }
     )
+    qdrant = settings.backend == "qdrant"
+    if qdrant:
+        import tracemalloc
+
+        from service.qdrant_index import open_client
+
+        # The local-mode engine loads the collection here, outside the trace (it is the
+        # server's memory in a deployment); the trace then covers the service's start.
+        open_client(settings)
+        tracemalloc.start(12)
     before = memory_mb()
     t0 = time.perf_counter()
     engine, _ = Engine.start(settings)
@@ -361,6 +371,7 @@ def _service_worker(job: ServiceJob) -> ServiceScaleRow:
         engine.ask(questions[(i + 200) % len(questions)])
         ask_times.append(time.perf_counter() - t)
     served = memory_mb()
+    api_held_mb = api_side_held_mb() if qdrant else None
     queries = np.load(job.build.queries)
     truth = np.load(job.build.truth)
     hits = 0
@@ -392,7 +403,23 @@ def _service_worker(job: ServiceJob) -> ServiceScaleRow:
         dense_p50=dense.p50,
         dense_p99=dense.p99,
         recall_at_10=hits / (len(queries) * SCALE_K),
+        backend=settings.backend,
+        api_held_mb=api_held_mb,
     )
+
+
+def api_side_held_mb() -> float:
+    """MiB allocated since tracing started and still held, leaving out every allocation made
+    inside qdrant-client's local-mode engine (in a deployment: the Qdrant server's memory)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, "*qdrant_client/local/*", all_frames=True)]
+    )
+    tracemalloc.stop()
+    return sum(s.size for s in snapshot.statistics("filename")) / 2**20
 
 
 def _run_service_worker(job: ServiceJob, timeout: float) -> ServiceScaleRow:
@@ -417,16 +444,38 @@ def bench_service_scale(
         index_dir = folder / f"service-{n}"
         say(f"scale: the whole service at {n:,} chunks: writing the synthetic build")
         build = write_synthetic_build(index_dir, n, settings)
-        say(f"scale: the whole service at {n:,} chunks: starting it and measuring")
-        job = ServiceJob(
-            build=build,
-            chunks=n,
-            searches=requests // 2,
-            asks=requests // 2,
-            settings=settings.model_dump(mode="json"),
-        )
+        served = settings.model_dump(mode="json")
         try:
+            if settings.backend == "qdrant":
+                served = _publish_synthetic(settings, build, folder / f"qdrant-{n}", say)
+            say(f"scale: the whole service at {n:,} chunks: starting it and measuring")
+            job = ServiceJob(
+                build=build,
+                chunks=n,
+                searches=requests // 2,
+                asks=requests // 2,
+                settings=served,
+            )
             rows.append(_run_service_worker(job, timeout=3600))
         finally:
             shutil.rmtree(index_dir, ignore_errors=True)
+            shutil.rmtree(folder / f"qdrant-{n}", ignore_errors=True)
     return rows
+
+
+def _publish_synthetic(
+    settings: Settings, build: SyntheticBuild, folder: Path, say: Say
+) -> dict[str, Any]:
+    """Publish the synthetic build to a local-mode Qdrant folder of its own (a server would be
+    shared with the deployment's own collections); the settings the worker serves it with."""
+    from service.config import load_settings
+    from service.index_store import load_index
+    from service.qdrant_index import close_clients, open_client, publish
+
+    local = load_settings(
+        **{**settings.model_dump(), "qdrant_url": None, "qdrant_path": str(folder)}
+    )
+    say(f"scale: publishing {build.index_dir} to Qdrant local mode in {folder}")
+    publish(open_client(local), local, load_index(Path(build.index_dir)))
+    close_clients()  # the worker opens the folder (local mode: one process at a time)
+    return local.model_dump(mode="json")
