@@ -60,11 +60,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from service.answering import Answer, Coverage, abstention
@@ -220,26 +219,16 @@ class CorpusTerms:
             for term in set(tokenize(f"{d.title} {d.source_title or ''}")):
                 titled.setdefault(term, []).append(d.id)
         self.titled: Mapping[str, Sequence[str]] = titled  # term -> documents, in order
-        self._texts: OrderedDict[str, frozenset[str]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.text_terms = lru_cache(maxsize=self.TEXTS_KEPT)(self._text_terms)
 
     @classmethod
     def build(cls, documents: Mapping[str, Document]) -> CorpusTerms:
         return cls(documents)
 
-    def text_terms(self, document_id: str) -> frozenset[str]:
+    def _text_terms(self, document_id: str) -> frozenset[str]:
         """Every stemmed word of a document: its title, source title and text."""
-        with self._lock:
-            if document_id in self._texts:
-                self._texts.move_to_end(document_id)
-                return self._texts[document_id]
         d = self.documents[document_id]
-        terms = frozenset(tokenize(f"{d.title} {d.source_title or ''} {d.text}"))
-        with self._lock:
-            self._texts[document_id] = terms
-            while len(self._texts) > self.TEXTS_KEPT:
-                self._texts.popitem(last=False)
-        return terms
+        return frozenset(tokenize(f"{d.title} {d.source_title or ''} {d.text}"))
 
 
 _CORPUS_CACHE: tuple[object, CorpusTerms] | None = None

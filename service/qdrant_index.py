@@ -35,6 +35,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -509,6 +510,8 @@ class QdrantIndex:
                     break
         manifest: Manifest | None = None
         layout = None
+        # A document's text, read from the meta collection when asked for; the last few kept.
+        self._read_text = lru_cache(maxsize=TEXTS_KEPT)(self._text)
         self._documents: dict[str, Document] = {}
         self._doc_point: dict[str, int] = {}  # document id -> its meta point
         self._doc_number: dict[str, int] = {}
@@ -524,7 +527,7 @@ class QdrantIndex:
                 layout = payload.get("meta_format")
             elif kind == "document" and layout == META_FORMAT:
                 point = int(record.id)
-                doc = stored_document(payload["record"], self._text, point)
+                doc = stored_document(payload["record"], self._read_text, point)
                 self._documents[doc.id] = doc
                 self._doc_point[doc.id] = point
                 if payload["chunks"]:
@@ -548,7 +551,6 @@ class QdrantIndex:
             )
         self._manifest = manifest
         self._n = sum(self._chunk_counts.values())
-        self._texts: OrderedDict[int, str] = OrderedDict()
         self._term_sets: OrderedDict[int, frozenset[str]] = OrderedDict()
 
     def _meta_fields(self, points: Sequence[int], key: str) -> dict[int, Any]:
@@ -573,17 +575,7 @@ class QdrantIndex:
         return values
 
     def _text(self, point: int) -> str:
-        """A document's text (read from the meta collection; the last few are kept)."""
-        with self._lock:
-            if point in self._texts:
-                self._texts.move_to_end(point)
-                return self._texts[point]
-        text = str(self._meta_fields([point], "text")[point])
-        with self._lock:
-            self._texts[point] = text
-            while len(self._texts) > TEXTS_KEPT:
-                self._texts.popitem(last=False)
-        return text
+        return str(self._meta_fields([point], "text")[point])
 
     def _document_terms(self, numbers: Collection[int]) -> dict[int, frozenset[str]]:
         """The stemmed terms of documents (by number), for the ranker's document overlap."""

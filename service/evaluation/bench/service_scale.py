@@ -468,13 +468,10 @@ def _publish_synthetic(
 ) -> dict[str, Any]:
     """Publish the synthetic build to a local-mode Qdrant folder of its own (a server would be
     shared with the deployment's own collections); the settings the worker serves it with."""
-    from service.config import load_settings
     from service.index_store import load_index
     from service.qdrant_index import close_clients, open_client, publish
 
-    local = load_settings(
-        **{**settings.model_dump(), "qdrant_url": None, "qdrant_path": str(folder)}
-    )
+    local = settings.model_copy(update={"qdrant_url": None, "qdrant_path": str(folder)})
     say(f"scale: publishing {build.index_dir} to Qdrant local mode in {folder}")
     publish(open_client(local), local, load_index(Path(build.index_dir)))
     close_clients()  # the worker opens the folder (local mode: one process at a time)
